@@ -12,7 +12,7 @@ PKGS=(
   golang-go etcd-server golang-github-modern-go-reflect2-dev golang-github-json-iterator-go-dev
   dpkg-dev
   # Slurm
-  munge slurmctld slurmd slurm-client slurmrestd
+  munge slurmctld slurmd slurm-client slurmrestd slurm-wlm-jwt-plugin
   # Directory, databases, SSH, isolation
   slapd ldap-utils redis-server postgresql openssh-server openssh-client
   bubblewrap slirp4netns uidmap procps iproute2 sudo util-linux

@@ -211,6 +211,8 @@ class SlurmAccess(_Model):
     rest_api_version: Annotated[str, StringConstraints(pattern=p.REST_API_VERSION,
                                                        max_length=8)] = "v0.0.38"
     jwt_key_secret: SecretKeyRef | None = None
+    monitor_user: User = "slurm"
+    """The Slurm user whose short-lived token lists jobs (one query for all servers)."""
     fast_poll_seconds: Annotated[float, Field(ge=0.5, le=60)] = 2.0
     slow_poll_seconds: Annotated[float, Field(ge=1, le=600)] = 15.0
 

@@ -1,0 +1,1 @@
+"""The node-side launcher: starts a Jupyter server and reports its port (standard library only)."""

@@ -1,1 +1,198 @@
-def main() -> None: ...
+"""``hpchub-launch``: start a Jupyter server on this node and report its port to the operator.
+
+Steps: pick a free port, start the app in its own process group, wait until it answers
+HTTP locally, POST ``{"port": N}`` to the operator, then wait for the app and exit with its
+status. When the app cannot start, POST ``{"failure": "..."}`` instead. SIGTERM, SIGINT and
+SIGHUP stop the app (SIGTERM to its group, SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+
+from .app import (
+    App,
+    LaunchError,
+    app_environment,
+    become_subreaper,
+    build_command,
+    executable_name,
+    exit_status,
+    find_executable,
+    pick_port,
+    stop_leftovers,
+)
+from .config import Callback, ConfigError, LaunchConfig, read_callback, read_config
+from .report import failure_text, send_report, wait_until_up
+
+log = logging.getLogger("hpchub-launch")
+
+EXIT_CONFIG = 2
+EXIT_REPORT = 3
+EXIT_START = 4
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+ENVIRONMENT_HELP = """\
+environment:
+  HPCHUB_SERVER_UID      uid of the JupyterServer (required)
+  HPCHUB_CALLBACK_URL    operator callback base URL, e.g. http://10.0.0.5:8081 (required)
+  HPCHUB_CALLBACK_TOKEN  bearer token for the report (required; not passed to the app)
+  HPCHUB_APP             jupyterlab | notebook (default jupyterlab)
+  HPCHUB_PORT_MIN/MAX    port range to pick from (default 20000-60000)
+  HPCHUB_BIND_IP         address the app listens on (default 0.0.0.0)
+  HPCHUB_BASE_URL        base URL path (default /, or $JUPYTERHUB_SERVICE_PREFIX in hub mode)
+  HPCHUB_START_TIMEOUT   seconds to wait for the app to answer (default 300)
+  HPCHUB_STOP_GRACE      seconds between SIGTERM and SIGKILL of the app (default 5)
+  HPCHUB_WORKDIR         working directory; may start with ~, $HOME, $WORK, $SCRATCH, $STORE
+  JUPYTERHUB_API_TOKEN   set: hub mode (jupyterhub-singleuser); unset: standalone mode
+  JUPYTER_TOKEN          the server's token in standalone mode (required there)
+
+exit status: the app's (128+N when killed by signal N); 2 bad configuration;
+3 the operator refused or never took the report; 4 the app did not start.
+"""
+
+
+class Launcher:
+    """One launch: the app, and whether (and until when) we are stopping it."""
+
+    def __init__(self, callback: Callback, config: LaunchConfig, env: Mapping[str, str]) -> None:
+        """Remember the settings; nothing starts until :meth:`run`."""
+        self.callback = callback
+        self.config = config
+        self.env = env
+        self.app: App | None = None
+        self.stop_deadline: float | None = None
+        self.signalled = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        """A stop signal: SIGTERM the app's group (never SIGINT: the hub's app ignores one)."""
+        log.info("received %s, stopping the app", signal.Signals(signum).name)
+        self.signalled = True
+        self.request_stop()
+
+    def request_stop(self) -> None:
+        """Send SIGTERM to the app's group and start the grace period (once)."""
+        if self.stop_deadline is None:
+            self.stop_deadline = time.monotonic() + self.config.stop_grace
+        if self.app is not None:
+            self.app.signal_group(signal.SIGTERM)
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self.stop_deadline is not None
+
+    def run(self) -> int:
+        """Start, wait for readiness, report, and wait for the app; return the exit status."""
+        name = executable_name(self.config)
+        try:
+            port = pick_port(self.config.bind_ip, self.config.port_min, self.config.port_max)
+            argv = build_command(self.config, port, find_executable(name))
+            log.info("starting %s on %s:%d", name, self.config.bind_ip, port)
+            self.app = App(argv, app_environment(self.config, self.env), self.config.workdir)
+        except LaunchError as exc:
+            return self.fail(str(exc), [])
+        if self.stopping:
+            self.request_stop()
+        url = f"http://{probe_host(self.config.bind_ip)}:{port}{self.config.base_url}api"
+        app = self.app
+        up = wait_until_up(url, self.config.start_timeout,
+                           keep_going=lambda: app.proc.poll() is None and not self.stopping)
+        if self.stopping:
+            return self.finish()
+        if not up:
+            return self.fail_start(name, port)
+        log.info("%s answers on port %d, reporting", name, port)
+        accepted = send_report(self.callback, {"port": port},
+                               keep_going=lambda: not self.signalled)
+        if accepted or self.signalled:
+            return self.finish()
+        self.request_stop()
+        self.finish()
+        return EXIT_REPORT
+
+    def fail_start(self, name: str, port: int) -> int:
+        """The app exited early or never answered: stop it and report why."""
+        assert self.app is not None
+        code = self.app.proc.poll()
+        if code is None:
+            reason = (f"{name} did not answer on port {port} within "
+                      f"{self.config.start_timeout:.0f} s")
+            self.request_stop()
+            self.finish()
+        else:
+            stop_leftovers(self.app.pgid, self.config.stop_grace)
+            reason = f"{name} exited with status {exit_status(code)} before answering"
+        return self.fail(reason, self.app.stderr_tail())
+
+    def fail(self, reason: str, stderr_lines: list[str]) -> int:
+        """Log and report a failure to start; the exit status says which report happened."""
+        log.error("%s", reason)
+        sent = send_report(self.callback, {"failure": failure_text(reason, stderr_lines)},
+                           keep_going=lambda: not self.signalled)
+        return EXIT_START if sent else EXIT_REPORT
+
+    def finish(self) -> int:
+        """Wait for the app to exit (SIGKILL once the grace is over), clean up its leftovers."""
+        assert self.app is not None
+        while (code := self.app.wait(0.2)) is None:
+            if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
+                log.warning("the app outlived its %.0f s grace, killing it",
+                            self.config.stop_grace)
+                self.app.signal_group(signal.SIGKILL)
+                self.stop_deadline = math.inf
+        log.info("the app exited with status %d", exit_status(code))
+        stop_leftovers(self.app.pgid, self.config.stop_grace)
+        return exit_status(code)
+
+
+def probe_host(bind_ip: str) -> str:
+    """Where to reach the app from this node: loopback for wildcard binds."""
+    if bind_ip in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if bind_ip == "::":
+        return "[::1]"
+    return f"[{bind_ip}]" if ":" in bind_ip else bind_ip
+
+
+def launch(env: Mapping[str, str]) -> int:
+    """Read the configuration from ``env`` and run one launch; return the exit status."""
+    try:
+        callback = read_callback(env)
+    except ConfigError as exc:
+        log.error("cannot report anything: %s", exc)
+        return EXIT_CONFIG
+    try:
+        config = read_config(env)
+    except ConfigError as exc:
+        log.error("invalid configuration: %s", exc)
+        send_report(callback, {"failure": failure_text(f"launcher configuration: {exc}", [])})
+        return EXIT_CONFIG
+    launcher = Launcher(callback, config, env)
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, launcher.on_signal)
+    become_subreaper()
+    return launcher.run()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hpchub-launch`` console script."""
+    parser = argparse.ArgumentParser(
+        prog="hpchub-launch", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT_HELP)
+    parser.parse_args(argv)
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s hpchub-launch %(levelname)s %(message)s")
+    return launch(os.environ)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

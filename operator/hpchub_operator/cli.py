@@ -30,12 +30,20 @@ def render_crd(crd: dict[str, object]) -> str:
     return header + yaml.safe_dump(crd, sort_keys=False, width=100)
 
 
+def _operator(args: argparse.Namespace) -> int:
+    from .main import main as run_operator
+
+    return run_operator()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpchub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     crds = sub.add_parser("crds", help="print or write the CustomResourceDefinitions")
     crds.add_argument("--out", help="directory to write one YAML file per CRD")
     crds.set_defaults(func=_crds)
+    op = sub.add_parser("operator", help="run the operator (settings from HPCHUB_* env)")
+    op.set_defaults(func=_operator)
     return parser
 
 

@@ -109,6 +109,7 @@ def render_slurm_conf(cfg: SlurmConfig) -> str:
         "MpiDefault=none",
         "MailProg=/bin/true",
         "SchedulerType=sched/backfill",
+        "SchedulerParameters=batch_sched_delay=0",
         "SelectType=select/cons_tres",
         "SelectTypeParameters=CR_Core_Memory",
         f"DefMemPerCPU={mem_per_cpu}",
@@ -204,8 +205,10 @@ class SlurmCluster:
         self.real_memory_mb = real_memory_mb or _default_memory_mb()
         self.partitions: tuple[Partition, ...] = tuple(
             partitions
-            or (Partition("compute", default=True, max_time=max_time),
-                Partition("gpu", max_time=max_time))
+            or (
+                Partition("compute", default=True, max_time=max_time),
+                Partition("gpu", max_time=max_time),
+            )
         )
         self.gpus = gpus
         self.gpu_type = gpu_type
@@ -260,6 +263,10 @@ class SlurmCluster:
             self.start_controller()
             self._start_slurmd()
             self._start_rest()
+        except (ServiceError, TimeoutError) as exc:
+            tails = self._short_logs()
+            self.stop()
+            raise ServiceError(f"slurm did not start: {exc}\n{tails}") from exc
         except BaseException:
             self.stop()
             raise
@@ -287,10 +294,16 @@ class SlurmCluster:
         files = sorted(p for p in log_dir.iterdir() if p.is_file())
         names = {p.name for p in files}
         return {
-            p.name: log_tail(p)
-            for p in files
-            if p.suffix == ".log" or f"{p.stem}.log" not in names
+            p.name: log_tail(p) for p in files if p.suffix == ".log" or f"{p.stem}.log" not in names
         }
+
+    def _short_logs(self, lines: int = 15) -> str:
+        """The last lines of every log, one block each, for a start-up error message."""
+        blocks = []
+        for name, text in self.logs().items():
+            tail = "\n".join(text.splitlines()[-lines:])
+            blocks.append(f"--- {name} ---\n{tail}")
+        return "\n".join(blocks)
 
     # ----- fault injection ---------------------------------------------------------------
 
@@ -312,6 +325,12 @@ class SlurmCluster:
         )
         proc.start()
         self._procs["slurmctld"] = proc
+        if self._proc_running("slurmd"):
+            # Until slurmd re-registers, the restarted controller knows the GPUs only by
+            # count and schedules GRES jobs without device indices (no CUDA_VISIBLE_DEVICES).
+            # It would ask on its own only after ~20 s; a reconfigure makes slurmd ask now.
+            run(["scontrol", "reconfigure"], env=self.command_env(), timeout=30)
+            wait_until(self._node_registered, timeout=60, what="slurmd to re-register")
 
     def rest_request(
         self, method: str, path: str, user: str, body: Any = None, token: str | None = None
@@ -384,8 +403,15 @@ class SlurmCluster:
     def _prepare(self) -> None:
         """Create the directory tree, munge and JWT keys, slurm.conf and gres.conf."""
         cfg = self._cfg
-        for sub, mode in (("", 0o755), ("etc", 0o755), ("state", 0o700), ("spool", 0o755),
-                          ("run", 0o755), ("log", 0o755), ("jobs", 0o1777)):
+        for sub, mode in (
+            ("", 0o755),
+            ("etc", 0o755),
+            ("state", 0o700),
+            ("spool", 0o755),
+            ("run", 0o755),
+            ("log", 0o755),
+            ("jobs", 0o1777),
+        ):
             path = self.root / sub
             path.mkdir(parents=True, exist_ok=True)
             path.chmod(mode)
@@ -424,9 +450,16 @@ class SlurmCluster:
         sock = self._cfg.munge_socket
         proc = ManagedProcess(
             name="munged",
-            argv=[*_as_user("munge"), "munged", "-F", f"--socket={sock}",
-                  f"--key-file={mdir / 'munge.key'}", f"--pid-file={mdir / 'munged.pid'}",
-                  f"--seed-file={mdir / 'munged.seed'}", f"--log-file={mdir / 'munged.log'}"],
+            argv=[
+                *_as_user("munge"),
+                "munged",
+                "-F",
+                f"--socket={sock}",
+                f"--key-file={mdir / 'munge.key'}",
+                f"--pid-file={mdir / 'munged.pid'}",
+                f"--seed-file={mdir / 'munged.seed'}",
+                f"--log-file={mdir / 'munged.log'}",
+            ],
             log_path=self.root / "log" / "munged.log",
             ready=lambda: _munge_ok(sock),
             ready_timeout=20,
@@ -450,8 +483,16 @@ class SlurmCluster:
         env = {**self.command_env(), "SLURM_JWT": "daemon"}
         proc = ManagedProcess(
             name="slurmrestd",
-            argv=[*_as_user(REST_USER), "slurmrestd", "-v", "-a", "rest_auth/jwt",
-                  "-s", f"openapi/{OPENAPI_VERSION}", f"127.0.0.1:{self._rest_port}"],
+            argv=[
+                *_as_user(REST_USER),
+                "slurmrestd",
+                "-v",
+                "-a",
+                "rest_auth/jwt",
+                "-s",
+                f"openapi/{OPENAPI_VERSION}",
+                f"127.0.0.1:{self._rest_port}",
+            ],
             log_path=self.root / "log" / "slurmrestd.log",
             env=env,
             cwd=self.root,
@@ -460,6 +501,9 @@ class SlurmCluster:
         )
         proc.start()
         self._procs["slurmrestd"] = proc
+
+    def _node_registered(self) -> bool:
+        return self.sdiag_counts().get("MESSAGE_NODE_REGISTRATION_STATUS", 0) > 0
 
     def _controller_up(self) -> bool:
         res = run(["scontrol", "ping"], env=self.command_env(), check=False, timeout=15)
@@ -482,7 +526,8 @@ class SlurmCluster:
         run(["scancel", *out], env=env, check=False, timeout=15)
         wait_until(
             lambda: not run(["squeue", "-h", "-o", "%i"], env=env, timeout=15).stdout.strip(),
-            timeout=15, what="jobs to end",
+            timeout=15,
+            what="jobs to end",
         )
 
     def _kill_stray_stepds(self) -> None:
@@ -534,8 +579,12 @@ def _json_or_empty(raw: bytes) -> dict[str, Any]:
 
 def _check_plugins() -> None:
     """Fail early and clearly when a Slurm plugin package is missing."""
-    dirs = [Path("/usr/lib/x86_64-linux-gnu/slurm-wlm"), Path("/usr/lib/slurm-wlm"),
-            Path("/usr/lib64/slurm"), Path("/usr/lib/slurm")]
+    dirs = [
+        Path("/usr/lib/x86_64-linux-gnu/slurm-wlm"),
+        Path("/usr/lib/slurm-wlm"),
+        Path("/usr/lib64/slurm"),
+        Path("/usr/lib/slurm"),
+    ]
     dirs = [d for d in dirs if d.is_dir()]
     if dirs and not any((d / "auth_jwt.so").exists() for d in dirs):
         raise ServiceError(
@@ -558,4 +607,3 @@ def _munge_ok(sock: Path) -> bool:
         return False
     dec = run(["unmunge", "-S", str(sock)], input=enc.stdout, check=False, timeout=10)
     return dec.returncode == 0
-

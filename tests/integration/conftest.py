@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.integration.fixtures_kube",
     "tests.integration.fixtures_slurm",
     "tests.integration.fixtures_services",
+    "tests.integration.fixtures_operator",
 ]
 
 

@@ -19,6 +19,6 @@ def slurm() -> Iterator[SlurmCluster]:
     Errors (never skips) with the daemons' log tails when it cannot start.
     """
     root = make_root("hpchub-slurm-")
-    with running(SlurmCluster(root)) as cluster:
+    with running(SlurmCluster(root, cpus=32)) as cluster:
         yield cluster
     remove_root(root)

@@ -29,7 +29,7 @@ def sbatch_as(slurm: SlurmCluster, user: str, *args: str) -> int:
 def job_fields(slurm: SlurmCluster, job_id: int) -> dict[str, str]:
     """``scontrol show job -o`` as a dict (JobState, UserId, Comment...)."""
     out = run(["scontrol", "show", "job", "-o", str(job_id)], env=slurm.command_env())
-    fields = {}
+    fields: dict[str, str] = {}
     for token in out.stdout.decode().split():
         key, _, value = token.partition("=")
         fields.setdefault(key, value)
@@ -50,8 +50,7 @@ def wait_state(slurm: SlurmCluster, job_id: int, states: set[str], timeout: floa
 
 def wait_file(path: Path, timeout: float = 10) -> str:
     """Poll until ``path`` has content (slurmstepd may flush after the state changes)."""
-    wait_until(lambda: path.exists() and path.stat().st_size > 0, timeout=timeout,
-               what=str(path))
+    wait_until(lambda: path.exists() and path.stat().st_size > 0, timeout=timeout, what=str(path))
     return path.read_text()
 
 
@@ -136,8 +135,17 @@ def test_controller_restart_keeps_running_job(slurm: SlurmCluster) -> None:
 
 def test_gpu_partition_grants_fake_gpu(slurm: SlurmCluster) -> None:
     out = slurm.job_dir / f"gpu-{uuid.uuid4().hex}.out"
-    job_id = sbatch_as(slurm, "alice", "-p", "gpu", "--gres=gpu:1", "-o", str(out),
-                       "--wrap", "echo gpus=$CUDA_VISIBLE_DEVICES")
+    job_id = sbatch_as(
+        slurm,
+        "alice",
+        "-p",
+        "gpu",
+        "--gres=gpu:1",
+        "-o",
+        str(out),
+        "--wrap",
+        "echo gpus=$CUDA_VISIBLE_DEVICES",
+    )
 
     assert wait_state(slurm, job_id, TERMINAL) == "COMPLETED"
     assert wait_file(out).strip() == "gpus=0"

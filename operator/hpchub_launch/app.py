@@ -1,0 +1,251 @@
+"""Start the Jupyter application as a child in its own process group, and stop all of it.
+
+The child's stderr goes through the launcher (a thread copies it to our stderr, so it stays
+in the job's log) and its last lines are kept for a failure report. On Linux the launcher
+makes itself a child subreaper, so processes that leave the app's process group (kernels
+run in their own session) come back to it when the app dies and are stopped too.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import ctypes
+import errno
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import IO
+
+from .config import LaunchConfig
+
+log = logging.getLogger("hpchub-launch")
+
+_PR_SET_CHILD_SUBREAPER = 36
+_STDERR_LINES = 20
+_PORT_ATTEMPTS = 200
+# Never handed to the app: the report is the launcher's business, not the user's code.
+_PRIVATE_ENV = ("HPCHUB_CALLBACK_TOKEN",)
+
+
+class LaunchError(RuntimeError):
+    """The app could not be started at all (no executable, no port, bad directory)."""
+
+
+def find_executable(name: str) -> str:
+    """``name`` next to the running Python first (its venv or conda env), then on PATH."""
+    beside = Path(sys.executable).parent / name
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise LaunchError(f"{name} not found next to {sys.executable} nor on PATH")
+    return found
+
+
+def build_command(config: LaunchConfig, port: int, executable: str) -> list[str]:
+    """The argv of the app (never a shell string); the token stays in the environment."""
+    argv = [executable, f"--ip={config.bind_ip}", f"--port={port}",
+            "--ServerApp.port_retries=0"]
+    if config.hub_mode:
+        return argv
+    return [*argv, "--no-browser", f"--ServerApp.base_url={config.base_url}"]
+
+
+def executable_name(config: LaunchConfig) -> str:
+    """The program that serves ``config.app`` in hub or standalone mode."""
+    if config.hub_mode:
+        return "jupyterhub-singleuser"
+    return "jupyter-lab" if config.app == "jupyterlab" else "jupyter-notebook"
+
+
+def app_environment(config: LaunchConfig, env: Mapping[str, str]) -> dict[str, str]:
+    """The app's environment: ours minus the callback token, plus the hub's default URL."""
+    child = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
+    if config.hub_mode and config.app == "notebook":
+        child.setdefault("JUPYTERHUB_DEFAULT_URL", "/tree")
+    return child
+
+
+def pick_port(bind_ip: str, low: int, high: int) -> int:
+    """A port in [low, high] that we can bind right now, tried in random order."""
+    candidates = range(low, high + 1)
+    sample = random.SystemRandom().sample(candidates, min(len(candidates), _PORT_ATTEMPTS))
+    for port in sample:
+        if _can_bind(bind_ip, port):
+            return port
+    raise LaunchError(f"no free port among {len(sample)} tried in {low}-{high}")
+
+
+def _can_bind(bind_ip: str, port: int) -> bool:
+    """True when a listening socket could take ``bind_ip:port`` (as the app will)."""
+    family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((bind_ip, port))
+        except OSError:
+            return False
+    return True
+
+
+def become_subreaper() -> None:
+    """Adopt orphaned descendants (Linux only; elsewhere a no-op)."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            log.warning("could not become a child subreaper (errno %d)", ctypes.get_errno())
+
+
+class App:
+    """The running app: its process, process group and the tail of its stderr."""
+
+    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None) -> None:
+        """Start ``argv`` in a new session (its own process group); raise LaunchError."""
+        try:
+            self.proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, start_new_session=True)
+        except OSError as exc:
+            raise LaunchError(_start_error(argv[0], cwd, exc)) from None
+        self.pgid = self.proc.pid
+        self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        assert self.proc.stderr is not None
+        self._copier = threading.Thread(target=self._copy_stderr, args=(self.proc.stderr,),
+                                        name="app-stderr", daemon=True)
+        self._copier.start()
+
+    def _copy_stderr(self, stream: IO[bytes]) -> None:
+        """Copy the app's stderr to ours line by line, keeping the last lines."""
+        out = sys.stderr.buffer
+        for line in iter(stream.readline, b""):
+            with contextlib.suppress(OSError, ValueError):
+                out.write(line)
+                out.flush()
+            self._tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def stderr_tail(self, wait: float = 2.0) -> list[str]:
+        """The last lines the app wrote to stderr (waiting briefly for the pipe to drain)."""
+        self._copier.join(wait)
+        return [line for line in list(self._tail) if line.strip()]
+
+    def signal_group(self, sig: signal.Signals) -> None:
+        """Send ``sig`` to the app's whole process group (gone is fine)."""
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, sig)
+
+    def wait(self, timeout: float) -> int | None:
+        """The app's return code, or None if it is still running after ``timeout`` s."""
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+
+def _start_error(program: str, cwd: Path | None, exc: OSError) -> str:
+    """Why Popen failed, naming the working directory when chdir was the problem."""
+    where = "working directory" if cwd is not None and str(exc.filename) == str(cwd) else "program"
+    return f"cannot start {Path(program).name}: {where} {exc.filename}: {exc.strerror}"
+
+
+def exit_status(returncode: int) -> int:
+    """A shell-style exit status: 128 + signal number for a killed process."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def stop_leftovers(pgid: int, grace: float) -> None:
+    """Stop what survives the app: its process group and our adopted descendants.
+
+    SIGTERM first, SIGKILL after ``grace`` seconds, then reap what we adopted.
+    """
+    targets = _leftovers(pgid)
+    if not targets:
+        return
+    log.info("stopping %d leftover process(es) of the app", len(targets))
+    _signal_all(targets, pgid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while _leftovers(pgid) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.1)
+    _signal_all(_leftovers(pgid), pgid, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while _leftovers(pgid) and time.monotonic() < deadline:
+        _reap()
+        time.sleep(0.05)
+    _reap()
+
+
+def _signal_all(pids: Iterable[int], pgid: int, sig: signal.Signals) -> None:
+    """Signal the process group and each pid, ignoring those already gone."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _leftovers(pgid: int) -> set[int]:
+    """Live (non-zombie) descendants of this process plus members of ``pgid``."""
+    table = _process_table()
+    found = {pid for pid, (_, group, state) in table.items() if group == pgid and state != "Z"}
+    frontier = [os.getpid()]
+    while frontier:
+        parent = frontier.pop()
+        for pid, (ppid, _, state) in table.items():
+            if ppid == parent and pid not in found:
+                frontier.append(pid)
+                if state != "Z":
+                    found.add(pid)
+    if not table:  # no /proc: at least tell whether the group still exists
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, 0)
+            found.add(pgid)
+    return found
+
+
+def _process_table() -> dict[int, tuple[int, int, str]]:
+    """pid -> (ppid, pgid, state) from /proc, or {} where there is no /proc."""
+    table: dict[int, tuple[int, int, str]] = {}
+    with contextlib.suppress(OSError):
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit():
+                stat = _read_stat(entry.path)
+                if stat is not None:
+                    table[int(entry.name)] = stat
+    return table
+
+
+def _read_stat(path: str) -> tuple[int, int, str] | None:
+    """(ppid, pgid, state) of one /proc/<pid>, or None if it vanished."""
+    try:
+        with open(f"{path}/stat", "rb") as fh:
+            text = fh.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    fields = text[text.rfind(")") + 2 :].split()
+    return int(fields[1]), int(fields[2]), fields[0]
+
+
+def _reap() -> None:
+    """Collect the exit status of adopted children so they do not stay zombies."""
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.EINTR:
+                continue
+            return
+        if pid == 0:
+            return

@@ -1,0 +1,367 @@
+"""Drive JupyterServers toward what their spec asks, using lifecycle decisions.
+
+Every side effect goes through the KubeGateway (status, Events, Secrets) or a cluster's
+SlurmBackend. Status writes are diffed: nothing is patched when nothing changed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+import aiohttp
+
+from hpchub_api import constants as c
+from hpchub_api.models import JupyterServerStatus, Phase
+
+from . import jobscript, lifecycle, policy
+from .backends.base import JobInfo, SlurmRejected, SlurmUnavailable
+from .clusters import ClusterDirectory, ClusterRuntime
+from .kube import KubeGateway
+from .metrics import Metrics
+from .registry import ServerRecord, ServerRegistry, utcnow
+from .settings import OperatorSettings
+
+log = logging.getLogger("hpchub.reconciler")
+
+TOKEN_KEY = "token"  # noqa: S105 - a Secret key name, not a secret
+
+
+class RetryLater(Exception):
+    """Transient condition: the handler should be retried after ``delay`` seconds."""
+
+    def __init__(self, message: str, delay: float) -> None:
+        super().__init__(message)
+        self.delay = delay
+
+
+class Refused(Exception):
+    """The request breaks cluster policy; the message names the fields."""
+
+
+def callback_token(key: bytes, uid: str) -> str:
+    """The per-server readiness token: HMAC-SHA256 of the CR uid."""
+    return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass(frozen=True)
+class ReadyReport:
+    port: int | None
+    failure: str | None
+
+
+class Reconciler:
+    """Submit, observe, stop and finalize JupyterServers."""
+
+    def __init__(self, settings: OperatorSettings, kube: KubeGateway, metrics: Metrics,
+                 clusters: ClusterDirectory, registry: ServerRegistry,
+                 callback_key: bytes, callback_url: str) -> None:
+        self.settings = settings
+        self.kube = kube
+        self.metrics = metrics
+        self.clusters = clusters
+        self.registry = registry
+        self.callback_key = callback_key
+        self.callback_url = callback_url
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
+            total=settings.ready_check_timeout))
+
+    async def close(self) -> None:
+        await self._http.close()
+
+    # ------------------------------------------------------------------ status writes
+
+    async def write(self, rec: ServerRecord, new: JupyterServerStatus) -> None:
+        """Patch the status if it changed; post an Event when the phase changes."""
+        new = new.model_copy(update={"observed_generation": rec.generation})
+        old = rec.status
+        patch = lifecycle.status_patch(old, new)
+        if not patch:
+            return
+        await self.kube.patch_server_status(rec.namespace, rec.name, patch)
+        rec.status = new
+        if old.phase != new.phase:
+            self.metrics.transitions.labels(rec.cluster, new.phase.value).inc()
+            warn = new.phase in (Phase.FAILED, Phase.UNKNOWN)
+            text = new.message or new.reason or new.phase.value
+            try:
+                await self.kube.event(rec.ref(), new.phase.value, text,
+                                      "Warning" if warn else "Normal")
+            except Exception:  # an Event is information, never a reason to fail
+                log.warning("could not post event for %s/%s", rec.namespace, rec.name)
+            log.info("%s/%s: %s -> %s (%s)", rec.namespace, rec.name, old.phase.value,
+                     new.phase.value, new.reason)
+
+    # ------------------------------------------------------------------ start
+
+    async def start(self, rec: ServerRecord) -> None:
+        """Make sure exactly one Slurm job exists for this server (adopt, else submit)."""
+        async with rec.lock:
+            if rec.status.job_id or rec.status.phase.final or rec.deleting:
+                return
+            if rec.spec is None:
+                await self.write(rec, lifecycle.rejected(rec.status, rec.spec_error or
+                                                         "invalid spec", utcnow()))
+                return
+            if rec.spec.stop:
+                await self.write(rec, lifecycle.stop_requested(rec.status, utcnow()).status)
+                return
+            rt = await self.clusters.get(rec.spec.cluster)
+            if rt is None:
+                raise RetryLater(f"HPCCluster {rec.spec.cluster} does not exist", 10)
+            problems = policy.violations(
+                rec.spec, rt.spec, rt.name,
+                self.registry.active_of_user(rt.name, rec.spec.user, exclude_uid=rec.uid))
+            if problems:
+                await self.write(rec, lifecycle.rejected(rec.status, "; ".join(problems),
+                                                         utcnow()))
+                return
+            existing = await self._find_job(rt, rec.uid)
+            if existing is not None:
+                await self.write(rec, lifecycle.submitted(rec.status, existing.job_id,
+                                                          utcnow(), adopted=True))
+                return
+            await self._submit(rec, rt)
+
+    async def _find_job(self, rt: ClusterRuntime, uid: str) -> JobInfo | None:
+        jobs = await self._list(rt)
+        mine = [j for j in jobs.values() if j.comment == c.job_comment(uid)]
+        live = [j for j in mine if not j.state.finished]
+        return (live or mine or [None])[-1]
+
+    async def _list(self, rt: ClusterRuntime) -> dict[str, JobInfo]:
+        began = time.monotonic()
+        try:
+            jobs = await rt.backend.jobs(c.JOB_COMMENT_PREFIX)
+        except SlurmUnavailable as exc:
+            self.metrics.slurm_errors.labels(rt.name, "jobs", "unavailable").inc()
+            raise RetryLater(f"Slurm unreachable: {exc}", 10) from exc
+        finally:
+            self.metrics.slurm_latency.labels(rt.name, "jobs").observe(
+                time.monotonic() - began)
+        self.metrics.polls.labels(rt.name).inc()
+        rt.last_jobs = jobs
+        return jobs
+
+    async def _submit(self, rec: ServerRecord, rt: ClusterRuntime) -> None:
+        assert rec.spec is not None
+        env = await self._job_environment(rec, rt)
+        request = jobscript.build_request(rec.spec, rt.spec, rec.uid, rec.name, env)
+        began = time.monotonic()
+        try:
+            job_id = await rt.backend.submit(request)
+        except SlurmRejected as exc:
+            self.metrics.slurm_errors.labels(rt.name, "submit", "rejected").inc()
+            await self.write(rec, lifecycle.rejected(rec.status, f"Slurm refused the job: "
+                                                     f"{exc}", utcnow()))
+            return
+        except SlurmUnavailable as exc:
+            self.metrics.slurm_errors.labels(rt.name, "submit", "unavailable").inc()
+            raise RetryLater(f"Slurm unreachable, will submit later: {exc}", 10) from exc
+        finally:
+            self.metrics.slurm_latency.labels(rt.name, "submit").observe(
+                time.monotonic() - began)
+        await self.write(rec, lifecycle.submitted(rec.status, job_id, utcnow()))
+
+    async def _job_environment(self, rec: ServerRecord, rt: ClusterRuntime) -> dict[str, str]:
+        """Variables for the job only: the launcher's settings and the user's own tokens."""
+        assert rec.spec is not None
+        spec = rec.spec
+        launcher = rt.spec.launcher
+        env = {
+            "HPCHUB_SERVER_UID": rec.uid,
+            "HPCHUB_CALLBACK_URL": rt.spec.callback_url or self.callback_url,
+            "HPCHUB_CALLBACK_TOKEN": callback_token(self.callback_key, rec.uid),
+            "HPCHUB_APP": spec.app,
+            "HPCHUB_PORT_MIN": str(launcher.port_range.min),
+            "HPCHUB_PORT_MAX": str(launcher.port_range.max),
+            "HPCHUB_START_TIMEOUT": str(launcher.start_timeout_seconds),
+        }
+        for var in spec.environment.variables:
+            env[var.name] = var.value
+        if spec.hub is not None:
+            for var in spec.hub.environment:
+                env[var.name] = var.value
+            token = await self.kube.secret_value(rec.namespace, spec.hub.token_secret,
+                                                 TOKEN_KEY)
+            env["JUPYTERHUB_API_TOKEN"] = token.decode()
+            env["JPY_API_TOKEN"] = token.decode()
+            if "JUPYTERHUB_SERVICE_PREFIX" in env:
+                env["HPCHUB_BASE_URL"] = env["JUPYTERHUB_SERVICE_PREFIX"]
+        else:
+            name = f"{rec.name}-token"[:253]
+            token = await self.kube.ensure_secret(
+                rec.namespace, name, TOKEN_KEY, owner=rec.ref(),
+                labels={c.LABEL_USER: spec.user, c.LABEL_COMPONENT: "server-token"})
+            env["JUPYTER_TOKEN"] = token.decode()
+            await self.write(rec, rec.status.model_copy(update={"token_secret": name}))
+        return env
+
+    # ------------------------------------------------------------------ stop / delete
+
+    async def stop(self, rec: ServerRecord, why: str = "Stop requested") -> None:
+        """Cancel the job (if any) and say Stopping; the poller confirms Stopped."""
+        async with rec.lock:
+            decision = lifecycle.stop_requested(rec.status, utcnow(), why)
+            if decision.cancel and rec.status.job_id:
+                await self._cancel(rec, rec.status.job_id)
+            await self.write(rec, decision.status)
+
+    async def _cancel(self, rec: ServerRecord, job_id: str) -> None:
+        rt = await self.clusters.get(rec.cluster)
+        if rt is None or rec.spec is None:
+            return
+        try:
+            await rt.backend.cancel(job_id, rec.spec.user)
+        except SlurmUnavailable as exc:
+            self.metrics.slurm_errors.labels(rt.name, "cancel", "unavailable").inc()
+            raise RetryLater(f"Slurm unreachable, cannot cancel job {job_id} yet", 10) from exc
+
+    async def finalize(self, rec: ServerRecord) -> None:
+        """On deletion: cancel, then return only once Slurm confirms the job is gone."""
+        rec.deleting = True
+        rt = await self.clusters.get(rec.cluster) if rec.spec else None
+        if rt is None or rec.spec is None:
+            return  # nothing could have been submitted without a cluster
+        async with rec.lock:
+            jobs = await self._list(rt)
+            mine = [j for j in jobs.values()
+                    if j.comment == c.job_comment(rec.uid) and not j.state.finished]
+            for job in mine:
+                await self._cancel(rec, job.job_id)
+            if mine:
+                if not rec.status.phase.final:
+                    await self.write(rec, lifecycle.stop_requested(
+                        rec.status, utcnow(), "Deleted").status)
+                raise RetryLater(f"waiting for Slurm to end job {mine[0].job_id}", 1.0)
+        self.registry.forget(rec.uid)
+
+    # ------------------------------------------------------------------ polling
+
+    async def poll(self, rt: ClusterRuntime) -> float:
+        """One batched Slurm query for every server of the cluster; return the next delay."""
+        servers = [r for r in self.registry.by_cluster(rt.name)
+                   if r.status.job_id and not r.status.phase.final]
+        jitter = self.settings.poll_jitter
+        if not servers:
+            return rt.interval(busy=False, jitter=jitter)
+        listing_began = utcnow()
+        try:
+            jobs = await self._list(rt)
+        except RetryLater as exc:
+            await self._unreachable(rt, servers, str(exc.__cause__ or exc))
+            return rt.interval(busy=True, jitter=jitter)
+        rt.unreachable_since, rt.last_error = None, ""
+        by_uid: dict[str, JobInfo] = {}
+        for job in jobs.values():
+            uid = c.uid_from_comment(job.comment)
+            if uid and (uid not in by_uid or not job.state.finished):
+                by_uid[uid] = job
+        for rec in servers:
+            await self._observe(rec, rt, by_uid.get(rec.uid), listing_began)
+        busy = any(r.status.phase not in (Phase.RUNNING, Phase.STOPPED, Phase.FAILED)
+                   for r in servers)
+        return rt.interval(busy=busy, jitter=jitter)
+
+    async def _observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
+                       listing_began: dt.datetime) -> None:
+        async with rec.lock:
+            if rec.status.phase.final or not rec.status.job_id:
+                return
+            submitted = lifecycle.parse_iso(rec.status.submitted_at)
+            if job is None and (submitted is None or listing_began > submitted):
+                rec.missing_polls += 1
+            elif job is not None:
+                rec.missing_polls = 0
+            decision = lifecycle.observe(
+                rec.status, job, utcnow(), stop_requested=rec.stop_requested,
+                missing_polls=rec.missing_polls,
+                start_timeout=rt.spec.launcher.start_timeout_seconds + 30)
+            if decision.cancel and job is not None:
+                try:
+                    await self._cancel(rec, job.job_id)
+                except RetryLater:
+                    log.warning("cancel of job %s deferred: Slurm unreachable", job.job_id)
+            await self.write(rec, decision.status)
+
+    async def _unreachable(self, rt: ClusterRuntime, servers: list[ServerRecord],
+                           error: str) -> None:
+        now = utcnow()
+        if rt.unreachable_since is None:
+            rt.unreachable_since = now
+        rt.last_error = error
+        for rec in servers:
+            async with rec.lock:
+                await self.write(rec, lifecycle.unreachable(
+                    rec.status, rt.unreachable_since, now,
+                    self.settings.unknown_grace_seconds, error))
+
+    # ------------------------------------------------------------------ readiness
+
+    async def report(self, uid: str, report: ReadyReport) -> None:
+        """A launcher reported: check the server answers on the job's node, then Running."""
+        rec = self.registry.get(uid)
+        if rec is None or rec.spec is None:
+            return
+        async with rec.lock:
+            now = utcnow()
+            if report.failure is not None:
+                decision = lifecycle.start_failed(rec.status, report.failure, now)
+                if decision.cancel and rec.status.job_id:
+                    try:
+                        await self._cancel(rec, rec.status.job_id)
+                    except RetryLater:
+                        log.warning("cancel deferred for %s: Slurm unreachable", uid)
+                await self.write(rec, decision.status)
+                return
+            assert report.port is not None
+            rt = await self.clusters.get(rec.cluster)
+            if rt is None:
+                return
+            host = await self._job_host(rt, rec)
+            base = self._base_url(rec)
+            url = f"http://{host}:{report.port}{base}"
+            if not await self._answers(url):
+                log.warning("%s/%s reported port %s but %s does not answer", rec.namespace,
+                            rec.name, report.port, url)
+                return
+            await self.write(rec, lifecycle.ready(rec.status, host, report.port, url, now))
+            submitted = lifecycle.parse_iso(rec.status.submitted_at)
+            if submitted is not None:
+                self.metrics.submit_to_running.labels(rt.name).observe(
+                    (now - submitted).total_seconds())
+
+    def _base_url(self, rec: ServerRecord) -> str:
+        if rec.spec and rec.spec.hub:
+            for var in rec.spec.hub.environment:
+                if var.name == "JUPYTERHUB_SERVICE_PREFIX":
+                    return var.value if var.value.endswith("/") else var.value + "/"
+        return "/"
+
+    async def _job_host(self, rt: ClusterRuntime, rec: ServerRecord) -> str:
+        """The address of the job's batch node, from Slurm's allocation (never the report)."""
+        job = next((j for j in rt.last_jobs.values()
+                    if j.comment == c.job_comment(rec.uid) and j.nodes), None)
+        if job is None:
+            job = await self._find_job(rt, rec.uid)
+        if job is None or not job.first_node:
+            raise RetryLater("the job has no node allocated yet", 2)
+        node = job.first_node
+        if node not in rt.node_addresses:
+            rt.node_addresses[node] = await rt.backend.node_address(node)
+        return rt.node_addresses[node]
+
+    async def _answers(self, url: str) -> bool:
+        """True when an HTTP server answers at url + 'api' (any status below 500)."""
+        for _ in range(3):
+            try:
+                async with self._http.get(url + "api", allow_redirects=False) as resp:
+                    return resp.status < 500
+            except (aiohttp.ClientError, TimeoutError):
+                await asyncio.sleep(0.5)
+        return False
