@@ -61,7 +61,8 @@ def structural(schema: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
             out[key] = value
     if "enum" in out and "type" not in out:
         out["type"] = "string"
-    if out.get("type") == "object" and not out.get("properties") and "additionalProperties" not in out:
+    free_form = not out.get("properties") and "additionalProperties" not in out
+    if out.get("type") == "object" and free_form:
         out["x-kubernetes-preserve-unknown-fields"] = True
     return out
 

@@ -15,27 +15,23 @@ from pydantic.alias_generators import to_camel
 from . import patterns as p
 
 
-def _s(pattern: str, max_length: int) -> Any:
-    return Annotated[str, StringConstraints(pattern=pattern, max_length=max_length)]
-
-
-User = _s(p.USER, 32)
-K8sName = _s(p.K8S_NAME, 63)
-ServerName = _s(p.SERVER_NAME, 63)
-SlurmName = _s(p.SLURM_NAME, 64)
-TimeLimit = _s(p.TIME_LIMIT, 16)
-Memory = _s(p.MEMORY, 8)
-GpuType = _s(p.GPU_TYPE, 32)
-Constraint = _s(p.CONSTRAINT, 128)
-Module = _s(p.MODULE, 128)
-CondaEnv = _s(p.CONDA_ENV, 256)
-WorkDir = _s(p.WORKDIR, 256)
-EnvName = _s(p.ENV_NAME, 64)
-EnvValue = _s(p.ENV_VALUE, p.MAX_ENV_VALUE)
-HubEnvName = _s(p.HUB_ENV_NAME, 60)
-App = _s(p.APP, 32)
-Hostname = _s(p.HOSTNAME, 253)
-HttpUrl = _s(p.HTTP_URL, 2048)
+User = Annotated[str, StringConstraints(pattern=p.USER, max_length=32)]
+K8sName = Annotated[str, StringConstraints(pattern=p.K8S_NAME, max_length=63)]
+ServerName = Annotated[str, StringConstraints(pattern=p.SERVER_NAME, max_length=63)]
+SlurmName = Annotated[str, StringConstraints(pattern=p.SLURM_NAME, max_length=64)]
+TimeLimit = Annotated[str, StringConstraints(pattern=p.TIME_LIMIT, max_length=16)]
+Memory = Annotated[str, StringConstraints(pattern=p.MEMORY, max_length=8)]
+GpuType = Annotated[str, StringConstraints(pattern=p.GPU_TYPE, max_length=32)]
+Constraint = Annotated[str, StringConstraints(pattern=p.CONSTRAINT, max_length=128)]
+Module = Annotated[str, StringConstraints(pattern=p.MODULE, max_length=128)]
+CondaEnv = Annotated[str, StringConstraints(pattern=p.CONDA_ENV, max_length=256)]
+WorkDir = Annotated[str, StringConstraints(pattern=p.WORKDIR, max_length=256)]
+EnvName = Annotated[str, StringConstraints(pattern=p.ENV_NAME, max_length=64)]
+EnvValue = Annotated[str, StringConstraints(pattern=p.ENV_VALUE, max_length=p.MAX_ENV_VALUE)]
+HubEnvName = Annotated[str, StringConstraints(pattern=p.HUB_ENV_NAME, max_length=60)]
+App = Annotated[str, StringConstraints(pattern=p.APP, max_length=32)]
+Hostname = Annotated[str, StringConstraints(pattern=p.HOSTNAME, max_length=253)]
+HttpUrl = Annotated[str, StringConstraints(pattern=p.HTTP_URL, max_length=2048)]
 
 
 class _Model(BaseModel):

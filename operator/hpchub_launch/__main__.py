@@ -97,7 +97,8 @@ class Launcher:
             port = pick_port(self.config.bind_ip, self.config.port_min, self.config.port_max)
             argv = build_command(self.config, port, find_executable(name))
             log.info("starting %s on %s:%d", name, self.config.bind_ip, port)
-            self.app = App(argv, app_environment(self.config, self.env), self.config.workdir)
+            env = app_environment(self.config, self.env, port)
+            self.app = App(argv, env, self.config.workdir)
         except LaunchError as exc:
             return self.fail(str(exc), [])
         if self.stopping:

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import IO
@@ -68,12 +69,26 @@ def executable_name(config: LaunchConfig) -> str:
     return "jupyter-lab" if config.app == "jupyterlab" else "jupyter-notebook"
 
 
-def app_environment(config: LaunchConfig, env: Mapping[str, str]) -> dict[str, str]:
-    """The app's environment: ours minus the callback token, plus the hub's default URL."""
+def app_environment(config: LaunchConfig, env: Mapping[str, str], port: int) -> dict[str, str]:
+    """The app's environment: ours minus the callback token; in hub mode, the service URL.
+
+    jupyterhub-singleuser takes its ip and port from ``$JUPYTERHUB_SERVICE_URL`` (and
+    refuses to start without it), so it must name the port picked here.
+    """
     child = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
-    if config.hub_mode and config.app == "notebook":
-        child.setdefault("JUPYTERHUB_DEFAULT_URL", "/tree")
+    if config.hub_mode:
+        child["JUPYTERHUB_SERVICE_URL"] = service_url(
+            env.get("JUPYTERHUB_SERVICE_URL", ""), config.bind_ip, port, config.base_url)
+        if config.app == "notebook":
+            child.setdefault("JUPYTERHUB_DEFAULT_URL", "/tree")
     return child
+
+
+def service_url(given: str, bind_ip: str, port: int, base_url: str) -> str:
+    """``given`` (or http://bind_ip{base_url}) with its host and port set to bind_ip:port."""
+    parsed = urllib.parse.urlsplit(given or f"http://placeholder{base_url}")
+    host = f"[{bind_ip}]" if ":" in bind_ip else bind_ip
+    return urllib.parse.urlunsplit(parsed._replace(netloc=f"{host}:{port}"))
 
 
 def pick_port(bind_ip: str, low: int, high: int) -> int:

@@ -16,7 +16,7 @@ from .backends.base import SlurmBackend, SlurmUnavailable
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime, cluster_status
 from .kube import KubeGateway
 from .metrics import Metrics
-from .reconciler import Reconciler, ReadyReport, RetryLater
+from .reconciler import ReadyReport, Reconciler, RetryLater
 from .registry import ServerRegistry, utcnow
 from .settings import OperatorSettings
 
@@ -72,7 +72,7 @@ class OperatorContext:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._runners.append(runner)
-        server = site._server  # noqa: SLF001 - aiohttp exposes the bound port nowhere else
+        server = site._server
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1]) if sockets else port
 
@@ -95,16 +95,13 @@ class OperatorContext:
 
     # ------------------------------------------------------------------ callbacks
 
-    def _lookup(self, uid: str) -> tuple[int, int] | None:
+    def _lookup(self, uid: str) -> callback.AllowedPorts | None:
         """The allowed port range of a known server, None for unknown ones."""
         rec = self.registry.get(uid)
         if rec is None or rec.spec is None:
             return None
         rt = self.clusters.known(rec.cluster)
-        if rt is None:
-            return (1024, 65535)
-        r = rt.spec.launcher.port_range
-        return (r.min, r.max)
+        return callback.PortBounds() if rt is None else rt.spec.launcher.port_range
 
     async def _on_report(self, uid: str, report: Any) -> None:
         try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from hpchub_api.models import Condition, JupyterServerStatus, Phase
 
@@ -51,7 +51,8 @@ def parse_iso(value: str | None) -> dt.datetime | None:
 def set_condition(conds: list[Condition], type_: str, status: bool | None, reason: str,
                   message: str, now: dt.datetime, generation: int | None) -> list[Condition]:
     """Conditions with ``type_`` set; lastTransitionTime only moves when status changes."""
-    value = "Unknown" if status is None else ("True" if status else "False")
+    value: Literal["True", "False", "Unknown"] = (
+        "Unknown" if status is None else ("True" if status else "False"))
     out: list[Condition] = []
     found = False
     for c in conds:

@@ -132,7 +132,8 @@ class Reconciler:
         jobs = await self._list(rt)
         mine = [j for j in jobs.values() if j.comment == c.job_comment(uid)]
         live = [j for j in mine if not j.state.finished]
-        return (live or mine or [None])[-1]
+        candidates = live or mine
+        return candidates[-1] if candidates else None
 
     async def _list(self, rt: ClusterRuntime) -> dict[str, JobInfo]:
         began = time.monotonic()
@@ -185,8 +186,8 @@ class Reconciler:
         for var in spec.environment.variables:
             env[var.name] = var.value
         if spec.hub is not None:
-            for var in spec.hub.environment:
-                env[var.name] = var.value
+            for hub_var in spec.hub.environment:
+                env[hub_var.name] = hub_var.value
             token = await self.kube.secret_value(rec.namespace, spec.hub.token_secret,
                                                  TOKEN_KEY)
             env["JUPYTERHUB_API_TOKEN"] = token.decode()

@@ -17,7 +17,7 @@ class OperatorSettings(BaseModel):
     """Namespaces to watch for JupyterServers; empty means the whole cluster."""
     operator_namespace: str = "hpchub"
     """Where the operator keeps its own Secrets (the callback HMAC key)."""
-    callback_key_secret: str = "hpchub-callback-key"
+    callback_key_secret: str = "hpchub-callback-key"  # noqa: S105 - a Secret name
     """Secret (in operator_namespace) holding the HMAC key for readiness tokens; created if
     missing. Persistent so launchers started before a restart can still report."""
     callback_host: str = "0.0.0.0"

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import yaml
 
+from hpchub_operator.pki import CertificateAuthority, rsa_key_pair
+
 from .base import make_root
-from .pki import CertificateAuthority, rsa_key_pair
 from .process import ManagedProcess, ServiceError, free_port, log_tail, tcp_open
 
 BUILD_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "build-kube-apiserver.sh"

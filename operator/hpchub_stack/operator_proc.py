@@ -49,7 +49,7 @@ class OperatorProcess:
 
     def _ready(self) -> bool:
         url = f"http://127.0.0.1:{self.metrics_port}/readyz"
-        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local
+        with urllib.request.urlopen(url, timeout=2) as resp:
             return bool(resp.status == 200)
 
     def start(self) -> None:

@@ -29,7 +29,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]
         for service in list(STARTED):
             try:
                 logs = service.logs()
-            except Exception as exc:  # noqa: BLE001 - never hide the real failure
+            except Exception as exc:
                 logs = {"(logs unavailable)": repr(exc)}
             for name, text in logs.items():
                 report.sections.append((f"{service.name}: {name}", text))
