@@ -14,7 +14,6 @@ from pydantic.alias_generators import to_camel
 
 from . import patterns as p
 
-
 User = Annotated[str, StringConstraints(pattern=p.USER, max_length=32)]
 K8sName = Annotated[str, StringConstraints(pattern=p.K8S_NAME, max_length=63)]
 ServerName = Annotated[str, StringConstraints(pattern=p.SERVER_NAME, max_length=63)]

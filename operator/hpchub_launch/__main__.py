@@ -105,15 +105,17 @@ class Launcher:
             self.request_stop()
         url = f"http://{probe_host(self.config.bind_ip)}:{port}{self.config.base_url}api"
         app = self.app
-        up = wait_until_up(url, self.config.start_timeout,
-                           keep_going=lambda: app.proc.poll() is None and not self.stopping)
+        up = wait_until_up(
+            url,
+            self.config.start_timeout,
+            keep_going=lambda: app.proc.poll() is None and not self.stopping,
+        )
         if self.stopping:
             return self.finish()
         if not up:
             return self.fail_start(name, port)
         log.info("%s answers on port %d, reporting", name, port)
-        accepted = send_report(self.callback, {"port": port},
-                               keep_going=lambda: not self.signalled)
+        accepted = send_report(self.callback, {"port": port}, keep_going=lambda: not self.signalled)
         if accepted or self.signalled:
             return self.finish()
         self.request_stop()
@@ -125,8 +127,9 @@ class Launcher:
         assert self.app is not None
         code = self.app.proc.poll()
         if code is None:
-            reason = (f"{name} did not answer on port {port} within "
-                      f"{self.config.start_timeout:.0f} s")
+            reason = (
+                f"{name} did not answer on port {port} within {self.config.start_timeout:.0f} s"
+            )
             self.request_stop()
             self.finish()
         else:
@@ -137,8 +140,11 @@ class Launcher:
     def fail(self, reason: str, stderr_lines: list[str]) -> int:
         """Log and report a failure to start; the exit status says which report happened."""
         log.error("%s", reason)
-        sent = send_report(self.callback, {"failure": failure_text(reason, stderr_lines)},
-                           keep_going=lambda: not self.signalled)
+        sent = send_report(
+            self.callback,
+            {"failure": failure_text(reason, stderr_lines)},
+            keep_going=lambda: not self.signalled,
+        )
         return EXIT_START if sent else EXIT_REPORT
 
     def finish(self) -> int:
@@ -146,8 +152,7 @@ class Launcher:
         assert self.app is not None
         while (code := self.app.wait(0.2)) is None:
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
-                log.warning("the app outlived its %.0f s grace, killing it",
-                            self.config.stop_grace)
+                log.warning("the app outlived its %.0f s grace, killing it", self.config.stop_grace)
                 self.app.signal_group(signal.SIGKILL)
                 self.stop_deadline = math.inf
         log.info("the app exited with status %d", exit_status(code))
@@ -187,12 +192,38 @@ def launch(env: Mapping[str, str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hpchub-launch`` console script."""
     parser = argparse.ArgumentParser(
-        prog="hpchub-launch", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=ENVIRONMENT_HELP)
-    parser.parse_args(argv)
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
-                        format="%(asctime)s hpchub-launch %(levelname)s %(message)s")
+        prog="hpchub-launch",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=ENVIRONMENT_HELP,
+    )
+    parser.add_argument(
+        "--report-failure",
+        metavar="REASON",
+        help="only report that the server cannot start, for REASON (used by the job script "
+        "when the environment cannot be set up), and exit with status 4",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=logging.INFO,
+        format="%(asctime)s hpchub-launch %(levelname)s %(message)s",
+    )
+    if args.report_failure is not None:
+        return report_failure(os.environ, args.report_failure)
     return launch(os.environ)
+
+
+def report_failure(env: Mapping[str, str], reason: str) -> int:
+    """Send a failure report without starting anything."""
+    try:
+        callback = read_callback(env)
+    except ConfigError as exc:
+        log.error("cannot report anything: %s", exc)
+        return EXIT_CONFIG
+    log.error("%s", reason)
+    sent = send_report(callback, {"failure": failure_text(reason, [])})
+    return EXIT_START if sent else EXIT_REPORT
 
 
 if __name__ == "__main__":

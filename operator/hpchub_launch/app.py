@@ -55,8 +55,7 @@ def find_executable(name: str) -> str:
 
 def build_command(config: LaunchConfig, port: int, executable: str) -> list[str]:
     """The argv of the app (never a shell string); the token stays in the environment."""
-    argv = [executable, f"--ip={config.bind_ip}", f"--port={port}",
-            "--ServerApp.port_retries=0"]
+    argv = [executable, f"--ip={config.bind_ip}", f"--port={port}", "--ServerApp.port_retries=0"]
     if config.hub_mode:
         return argv
     return [*argv, "--no-browser", f"--ServerApp.base_url={config.base_url}"]
@@ -78,7 +77,8 @@ def app_environment(config: LaunchConfig, env: Mapping[str, str], port: int) -> 
     child = {k: v for k, v in env.items() if k not in _PRIVATE_ENV}
     if config.hub_mode:
         child["JUPYTERHUB_SERVICE_URL"] = service_url(
-            env.get("JUPYTERHUB_SERVICE_URL", ""), config.bind_ip, port, config.base_url)
+            env.get("JUPYTERHUB_SERVICE_URL", ""), config.bind_ip, port, config.base_url
+        )
         if config.app == "notebook":
             child.setdefault("JUPYTERHUB_DEFAULT_URL", "/tree")
     return child
@@ -129,15 +129,22 @@ class App:
     def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None) -> None:
         """Start ``argv`` in a new session (its own process group); raise LaunchError."""
         try:
-            self.proc = subprocess.Popen(argv, env=dict(env), cwd=cwd, stdin=subprocess.DEVNULL,
-                                         stderr=subprocess.PIPE, start_new_session=True)
+            self.proc = subprocess.Popen(
+                argv,
+                env=dict(env),
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                start_new_session=True,
+            )
         except OSError as exc:
             raise LaunchError(_start_error(argv[0], cwd, exc)) from None
         self.pgid = self.proc.pid
         self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         assert self.proc.stderr is not None
-        self._copier = threading.Thread(target=self._copy_stderr, args=(self.proc.stderr,),
-                                        name="app-stderr", daemon=True)
+        self._copier = threading.Thread(
+            target=self._copy_stderr, args=(self.proc.stderr,), name="app-stderr", daemon=True
+        )
         self._copier.start()
 
     def _copy_stderr(self, stream: IO[bytes]) -> None:

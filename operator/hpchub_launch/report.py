@@ -26,8 +26,15 @@ MAX_FAILURE = 1000
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """Turn every redirect into an HTTPError instead of following it."""
 
-    def redirect_request(self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str,
-                         headers: Message, newurl: str) -> None:
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> None:
         """Refuse to follow (a redirect could carry the Authorization header elsewhere)."""
         return None
 
@@ -58,9 +65,12 @@ def wait_until_up(url: str, timeout: float, keep_going: Callable[[], bool]) -> b
     return False
 
 
-def send_report(callback: Callback, payload: dict[str, object],
-                patience: float = REPORT_PATIENCE,
-                keep_going: Callable[[], bool] = lambda: True) -> bool:
+def send_report(
+    callback: Callback,
+    payload: dict[str, object],
+    patience: float = REPORT_PATIENCE,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> bool:
     """POST ``payload`` to the operator; retry transient errors for ``patience`` seconds.
 
     True when accepted (2xx); False on a refusal (any other status below 500), when the
@@ -83,10 +93,12 @@ def send_report(callback: Callback, payload: dict[str, object],
 
 def _post_once(callback: Callback, payload: dict[str, object]) -> bool | None:
     """One POST: True accepted, False refused, None for a transient failure."""
-    request = urllib.request.Request(  # noqa: S310 - read_callback allows http(s) only
-        callback.report_url, data=json.dumps(payload).encode(), method="POST",
-        headers={"Authorization": f"Bearer {callback.token}",
-                 "Content-Type": "application/json"})
+    request = urllib.request.Request(
+        callback.report_url,
+        data=json.dumps(payload).encode(),
+        method="POST",
+        headers={"Authorization": f"Bearer {callback.token}", "Content-Type": "application/json"},
+    )
     try:
         with _OPENER.open(request, timeout=10) as resp:
             log.info("report accepted (HTTP %d)", resp.status)

@@ -87,8 +87,13 @@ def server_token(secret: bytes, uid: str) -> str:
 class CallbackServer:
     """The state behind the routes: secret, lookup, report sink and metrics."""
 
-    def __init__(self, secret: bytes, lookup: ServerLookup, on_report: OnReport,
-                 registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        lookup: ServerLookup,
+        on_report: OnReport,
+        registry: CollectorRegistry | None = None,
+    ) -> None:
         """Keep the collaborators and register the counters in ``registry``."""
         if len(secret) < 16:
             raise ValueError("the callback secret must be at least 16 bytes")
@@ -96,10 +101,12 @@ class CallbackServer:
         self._lookup = lookup
         self._on_report = on_report
         registry = REGISTRY if registry is None else registry
-        self.rejections = Counter("hpchub_callback_rejections", "Refused callback requests",
-                                  ["reason"], registry=registry)
-        self.reports = Counter("hpchub_callback_reports", "Accepted callback reports",
-                               ["kind"], registry=registry)
+        self.rejections = Counter(
+            "hpchub_callback_rejections", "Refused callback requests", ["reason"], registry=registry
+        )
+        self.reports = Counter(
+            "hpchub_callback_reports", "Accepted callback reports", ["kind"], registry=registry
+        )
 
     async def report(self, request: web.Request) -> web.Response:
         """POST /v1/servers/{uid}/report: check everything, then hand the report on."""
@@ -115,8 +122,11 @@ class CallbackServer:
             log.exception("could not record the report of server %s", uid)
             return _unavailable()
         self.reports.labels(kind="port" if report.port is not None else "failure").inc()
-        log.info("server %s reported %s", uid,
-                 f"port {report.port}" if report.port is not None else "a failure")
+        log.info(
+            "server %s reported %s",
+            uid,
+            f"port {report.port}" if report.port is not None else "a failure",
+        )
         return web.json_response({"status": "accepted"})
 
     def _authenticate(self, request: web.Request, uid: str) -> None:
@@ -142,15 +152,16 @@ class CallbackServer:
             log.exception("could not look up server %s", uid)
             raise web.HTTPServiceUnavailable(
                 text=json.dumps({"error": "unavailable", "message": "try again"}),
-                content_type="application/json") from None
+                content_type="application/json",
+            ) from None
         if ports is None:
             raise Rejected(404, "unknown_server", "no such server")
         return ports
 
     @web.middleware
-    async def errors(self, request: web.Request,
-                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                     ) -> web.StreamResponse:
+    async def errors(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
         """Turn refusals (ours and the router's) into JSON errors and count them."""
         try:
             return await handler(request)
@@ -164,10 +175,10 @@ class CallbackServer:
     def _refuse(self, request: web.Request, exc: Rejected) -> web.Response:
         """Count and log one refusal; answer with its JSON error."""
         self.rejections.labels(reason=exc.reason).inc()
-        log.warning("refused %s %s from %s: %s", request.method, request.path,
-                    request.remote, exc.reason)
-        return web.json_response({"error": exc.reason, "message": exc.message},
-                                 status=exc.status)
+        log.warning(
+            "refused %s %s from %s: %s", request.method, request.path, request.remote, exc.reason
+        )
+        return web.json_response({"error": exc.reason, "message": exc.message}, status=exc.status)
 
 
 def _unavailable() -> web.Response:
@@ -179,10 +190,13 @@ async def _read_body(request: web.Request) -> bytes:
     """The request body, refused when larger than MAX_BODY (declared or streamed)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         raise Rejected(413, "too_large", f"body larger than {MAX_BODY} bytes")
-    body = await request.content.read(MAX_BODY + 1)
-    if len(body) > MAX_BODY:
-        raise Rejected(413, "too_large", f"body larger than {MAX_BODY} bytes")
-    return body
+    body = bytearray()
+    # read(n) returns what has arrived so far (at most n bytes): loop until EOF.
+    while chunk := await request.content.read(MAX_BODY + 1 - len(body)):
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise Rejected(413, "too_large", f"body larger than {MAX_BODY} bytes")
+    return bytes(body)
 
 
 def parse_report(body: bytes, ports: AllowedPorts) -> Report:
@@ -204,8 +218,9 @@ def parse_report(body: bytes, ports: AllowedPorts) -> Report:
 def _json_object(body: bytes) -> dict[str, Any]:
     """Decode a JSON object, refusing duplicate keys, NaN and everything not an object."""
     try:
-        data = json.loads(body.decode("utf-8"), object_pairs_hook=_no_duplicates,
-                          parse_constant=_no_constant)
+        data = json.loads(
+            body.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant
+        )
     except _DuplicateKey:
         raise Rejected(400, "duplicate_field", "a field appears twice") from None
     except (UnicodeDecodeError, ValueError):
@@ -257,8 +272,12 @@ async def _healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def make_app(secret: bytes, lookup: ServerLookup, on_report: OnReport,
-             registry: CollectorRegistry | None = None) -> web.Application:
+def make_app(
+    secret: bytes,
+    lookup: ServerLookup,
+    on_report: OnReport,
+    registry: CollectorRegistry | None = None,
+) -> web.Application:
     """The aiohttp application of the callback server."""
     server = CallbackServer(secret, lookup, on_report, registry)
     app = web.Application(middlewares=[server.errors], client_max_size=MAX_BODY)

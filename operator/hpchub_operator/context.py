@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -16,7 +15,7 @@ from .backends.base import SlurmBackend, SlurmUnavailable
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime, cluster_status
 from .kube import KubeGateway
 from .metrics import Metrics
-from .reconciler import ReadyReport, Reconciler, RetryLater
+from .reconciler import ReadyReport, Reconciler
 from .registry import ServerRegistry, utcnow
 from .settings import OperatorSettings
 
@@ -103,11 +102,10 @@ class OperatorContext:
         rt = self.clusters.known(rec.cluster)
         return callback.PortBounds() if rt is None else rt.spec.launcher.port_range
 
-    async def _on_report(self, uid: str, report: Any) -> None:
-        try:
-            await self.reconciler.report(uid, ReadyReport(report.port, report.failure))
-        except RetryLater as exc:
-            raise callback.TryAgain(str(exc)) from exc
+    async def _on_report(self, uid: str, report: callback.Report) -> None:
+        # A RetryLater (e.g. Slurm has not shown the allocation yet) becomes a 503: the
+        # launcher retries.
+        await self.reconciler.report(uid, ReadyReport(report.port, report.failure))
 
     # ------------------------------------------------------------------ clusters
 

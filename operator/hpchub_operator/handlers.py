@@ -148,9 +148,17 @@ async def cluster_poller(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
 # ----------------------------------------------------------------------------- lifecycle
 
 
+@kopf.on.login(registry=REGISTRY)
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Credentials from $KUBECONFIG, else the pod's ServiceAccount (kopf adds such fallbacks
+    only to its default registry, not to our own)."""
+    return kopf.login_with_kubeconfig(**kwargs) or kopf.login_with_service_account(**kwargs)
+
+
 @kopf.on.startup(registry=REGISTRY)
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Own prefixes for kopf's storage; quiet kopf's own Events (we post ours)."""
+    """Own prefixes for kopf's storage; quiet kopf's own Events (we post ours); the
+    admission webhook server (disabled when webhook_port is 0)."""
     settings.persistence.finalizer = c.FINALIZER
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=c.PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -158,6 +166,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.networking.request_timeout = 60
+    from .admission import configure_webhook  # here: admission.py imports this module
+
+    configure_webhook(settings, _ctx(memo).settings)
     await _ctx(memo).start()
 
 

@@ -7,6 +7,7 @@ import logging
 
 import kopf
 
+from . import admission  # noqa: F401 - registers the admission handlers in REGISTRY
 from .context import OperatorContext
 from .handlers import REGISTRY
 from .settings import OperatorSettings

@@ -22,8 +22,9 @@ OPERATOR_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
      "verbs": ["list", "watch"]},
-    # The operator registers its admission webhook configuration.
+    # The operator registers its admission webhook configuration. kopf manages a mutating
+    # configuration of the same name too (left without webhooks) and stops if it may not.
     {"apiGroups": ["admissionregistration.k8s.io"],
-     "resources": ["validatingwebhookconfigurations"],
+     "resources": ["validatingwebhookconfigurations", "mutatingwebhookconfigurations"],
      "verbs": ["get", "list", "watch", "create", "patch"]},
 ]

@@ -151,7 +151,7 @@ class Reconciler:
 
     async def _submit(self, rec: ServerRecord, rt: ClusterRuntime) -> None:
         assert rec.spec is not None
-        env = await self._job_environment(rec, rt)
+        env, token_secret = await self._job_environment(rec, rt)
         request = jobscript.build_request(rec.spec, rt.spec, rec.uid, rec.name, env)
         began = time.monotonic()
         try:
@@ -167,10 +167,13 @@ class Reconciler:
         finally:
             self.metrics.slurm_latency.labels(rt.name, "submit").observe(
                 time.monotonic() - began)
-        await self.write(rec, lifecycle.submitted(rec.status, job_id, utcnow()))
+        status = lifecycle.submitted(rec.status, job_id, utcnow())
+        await self.write(rec, status.model_copy(update={"token_secret": token_secret}))
 
-    async def _job_environment(self, rec: ServerRecord, rt: ClusterRuntime) -> dict[str, str]:
-        """Variables for the job only: the launcher's settings and the user's own tokens."""
+    async def _job_environment(self, rec: ServerRecord, rt: ClusterRuntime
+                               ) -> tuple[dict[str, str], str | None]:
+        """Variables for the job only (the launcher's settings and the user's own tokens),
+        and the name of the Secret holding a standalone server's token."""
         assert rec.spec is not None
         spec = rec.spec
         launcher = rt.spec.launcher
@@ -194,14 +197,13 @@ class Reconciler:
             env["JPY_API_TOKEN"] = token.decode()
             if "JUPYTERHUB_SERVICE_PREFIX" in env:
                 env["HPCHUB_BASE_URL"] = env["JUPYTERHUB_SERVICE_PREFIX"]
-        else:
-            name = f"{rec.name}-token"[:253]
-            token = await self.kube.ensure_secret(
-                rec.namespace, name, TOKEN_KEY, owner=rec.ref(),
-                labels={c.LABEL_USER: spec.user, c.LABEL_COMPONENT: "server-token"})
-            env["JUPYTER_TOKEN"] = token.decode()
-            await self.write(rec, rec.status.model_copy(update={"token_secret": name}))
-        return env
+            return env, None
+        name = f"{rec.name}-token"[:253]
+        token = await self.kube.ensure_secret(
+            rec.namespace, name, TOKEN_KEY, owner=rec.ref(),
+            labels={c.LABEL_USER: spec.user, c.LABEL_COMPONENT: "server-token"})
+        env["JUPYTER_TOKEN"] = token.decode()
+        return env, name
 
     # ------------------------------------------------------------------ stop / delete
 

@@ -6,11 +6,11 @@ server answers (status codes and messages), impersonate users and use server-sid
 
 from __future__ import annotations
 
+import http.client
 import json
 import ssl
 import time
-import urllib.error
-import urllib.request
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -45,29 +45,39 @@ class KubeClient:
 
     def request(self, method: str, path: str, body: Any = None,
                 content_type: str = "application/json",
-                params: Mapping[str, str] | None = None) -> dict[str, Any]:
+                params: Mapping[str, str] | None = None,
+                accept: str = "application/json") -> dict[str, Any]:
         """One request; returns the decoded JSON answer or raises KubeError."""
-        query = "?" + "&".join(f"{k}={v}" for k, v in params.items()) if params else ""
+        query = "?" + urllib.parse.urlencode(params) if params else ""
         data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
+        headers: list[tuple[str, str]] = [("Authorization", f"Bearer {self.token}"),
+                                          ("Accept", accept)]
         if data is not None:
-            headers["Content-Type"] = content_type
+            headers.append(("Content-Type", content_type))
         if self.impersonate:
-            headers["Impersonate-User"] = self.impersonate
-        req = urllib.request.Request(self.url + path + query, data=data, method=method,
-                                     headers=headers)
-        for g in self.impersonate_groups:
-            req.add_header("Impersonate-Group", g)
+            headers.append(("Impersonate-User", self.impersonate))
+        # Repeated headers (one per group) need http.client: urllib keeps one per name.
+        headers += [("Impersonate-Group", g) for g in self.impersonate_groups]
+        parsed = urllib.parse.urlsplit(self.url)
+        conn = http.client.HTTPSConnection(parsed.hostname or "127.0.0.1", parsed.port,
+                                           context=self._ssl, timeout=30)
         try:
-            with urllib.request.urlopen(req, context=self._ssl, timeout=30) as resp:  # noqa: S310
-                raw = resp.read()
-        except urllib.error.HTTPError as exc:
-            raw = exc.read()
+            conn.putrequest(method, path + query)
+            for name, value in headers:
+                conn.putheader(name, value)
+            conn.putheader("Content-Length", str(len(data or b"")))
+            conn.endheaders(data)
+            resp = conn.getresponse()
+            raw = resp.read()
+            code = resp.status
+        finally:
+            conn.close()
+        if code >= 300:
             try:
                 payload = json.loads(raw)
             except ValueError:
                 payload = {"message": raw.decode(errors="replace")}
-            raise KubeError(exc.code, payload) from None
+            raise KubeError(code, payload)
         return json.loads(raw) if raw else {}
 
     def get(self, path: str, **params: str) -> dict[str, Any]:

@@ -80,7 +80,7 @@ class OperatorProcess:
 
     def metrics(self) -> str:
         """The current /metrics text."""
-        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:  # noqa: S310
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as resp:
             return str(resp.read().decode())
 
     def logs(self) -> dict[str, str]:

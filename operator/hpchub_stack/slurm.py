@@ -349,9 +349,9 @@ class SlurmCluster:
         url = f"{self.rest_url}/slurm/{OPENAPI_VERSION}/{path.lstrip('/')}"
         if not url.startswith("http://127.0.0.1:"):
             raise ValueError(url)
-        req = urllib.request.Request(url, data=data, headers=headers, method=method)  # noqa: S310
+        req = urllib.request.Request(url, data=data, headers=headers, method=method)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - checked above
+            with urllib.request.urlopen(req, timeout=30) as resp:
                 return int(resp.status), _json_or_empty(resp.read())
         except urllib.error.HTTPError as exc:
             return int(exc.code), _json_or_empty(exc.read())

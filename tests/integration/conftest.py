@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.integration.fixtures_slurm",
     "tests.integration.fixtures_services",
     "tests.integration.fixtures_operator",
+    "tests.integration.fixtures_backends",
 ]
 
 

@@ -18,6 +18,7 @@ from hpchub_stack.base import make_root, remove_root
 from hpchub_stack.kube import KubeAPIServer
 from hpchub_stack.kubeclient import KubeClient, KubeError
 from hpchub_stack.operator_proc import OperatorProcess
+from hpchub_stack.process import free_port
 from hpchub_stack.slurm import SlurmCluster
 
 from .registry import running
@@ -25,6 +26,9 @@ from .registry import running
 OPERATOR_NS = "hpchub"
 CLUSTER = "local"
 CLUSTERS = f"/apis/{c.API_VERSION}/{c.CLUSTER_PLURAL}"
+WEBHOOKS = "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations"
+HUB_SERVICE_ACCOUNT = "system:serviceaccount:hpchub:hub"
+ADMIN_GROUP = "hpchub:admins"
 
 
 def ensure(client: KubeClient, path: str, body: dict[str, Any]) -> None:
@@ -55,6 +59,17 @@ def bind_cluster_role(admin: KubeClient, name: str, rules: list[dict[str, Any]],
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
                     "name": name},
         "subjects": [subject]})
+
+
+def webhooks_registered(admin: KubeClient) -> bool:
+    """kopf created the ValidatingWebhookConfiguration and filled in its webhooks."""
+    try:
+        config = admin.get(f"{WEBHOOKS}/{c.GROUP}")
+    except KubeError as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return len(config.get("webhooks") or []) >= 2
 
 
 def launcher_path() -> str:
@@ -106,10 +121,14 @@ def operator(operator_setup: tuple[Path, Path], kube_admin: KubeClient,
     """The operator process, with HPCCluster ``local`` applied and reachable."""
     root, kubeconfig = operator_setup
     proc = OperatorProcess(root, kubeconfig, operator_namespace=OPERATOR_NS,
-                           unknown_grace_seconds="2", cluster_check_seconds="30")
+                           unknown_grace_seconds="2", cluster_check_seconds="30",
+                           webhook_port=str(free_port()), webhook_host="127.0.0.1",
+                           hub_service_accounts=HUB_SERVICE_ACCOUNT, admin_group=ADMIN_GROUP)
     ensure(kube_admin, CLUSTERS, cluster_manifest(slurm, proc.callback_url))
     with running(proc):
         kube_admin.wait_for(
             lambda: bool((kube_admin.get(f"{CLUSTERS}/{CLUSTER}").get("status") or {})
                          .get("reachable")), 60, "HPCCluster local reachable")
+        kube_admin.wait_for(lambda: webhooks_registered(kube_admin), 60,
+                            "admission webhooks registered")
         yield proc

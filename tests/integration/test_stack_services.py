@@ -252,7 +252,7 @@ def backend() -> Iterator[str]:
 
 
 def http_get(url: str) -> tuple[int, str]:
-    with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local http
+    with urllib.request.urlopen(url, timeout=2) as resp:
         return int(resp.status), resp.read().decode()
 
 

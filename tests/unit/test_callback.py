@@ -42,9 +42,15 @@ class Harness:
     registry: CollectorRegistry
     received: list[tuple[str, Report]] = field(default_factory=list)
 
-    async def post(self, uid: str = UID, body: bytes | str | None = None, *,
-                   token: str | None = None, headers: dict[str, str] | None = None,
-                   json_body: Any = None) -> tuple[int, dict[str, Any]]:
+    async def post(
+        self,
+        uid: str = UID,
+        body: bytes | str | None = None,
+        *,
+        token: str | None = None,
+        headers: dict[str, str] | None = None,
+        json_body: Any = None,
+    ) -> tuple[int, dict[str, Any]]:
         """POST a report; by default with the right token for ``uid``."""
         if headers is None:
             headers = {"Authorization": f"Bearer {token or server_token(SECRET, uid)}"}
@@ -58,8 +64,9 @@ class Harness:
 
     def total_rejected(self) -> float:
         """All refusals counted, whatever the reason."""
-        return sum(s.value for m in self.registry.collect() for s in m.samples
-                   if s.name == REJECTIONS)
+        return sum(
+            s.value for m in self.registry.collect() for s in m.samples if s.name == REJECTIONS
+        )
 
 
 def sync_lookup(uid: str) -> AllowedPorts | None:
@@ -107,8 +114,7 @@ async def test_port_report_is_accepted(harness: Harness) -> None:
     assert (uid, report.port, report.failure) == (UID, 8888, None)
     assert report.received_at.tzinfo is not None
     assert harness.total_rejected() == 0
-    assert harness.registry.get_sample_value("hpchub_callback_reports_total",
-                                             {"kind": "port"}) == 1
+    assert harness.registry.get_sample_value("hpchub_callback_reports_total", {"kind": "port"}) == 1
 
 
 async def test_failure_report_is_accepted(harness: Harness) -> None:
@@ -156,22 +162,26 @@ class Abuse:
 
 ABUSES: dict[str, Abuse] = {
     "no-auth": Abuse(headers={}, status=401, reason="missing_auth"),
-    "basic-scheme": Abuse(headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}, status=401,
-                          reason="bad_auth_scheme"),
-    "bearer-without-token": Abuse(headers={"Authorization": "Bearer"}, status=401,
-                                  reason="malformed_token"),
+    "basic-scheme": Abuse(
+        headers={"Authorization": "Basic YWxpY2U6c2VjcmV0"}, status=401, reason="bad_auth_scheme"
+    ),
+    "bearer-without-token": Abuse(
+        headers={"Authorization": "Bearer"}, status=401, reason="malformed_token"
+    ),
     "malformed-token": Abuse(token="not-a-hex-token", status=401, reason="malformed_token"),
-    "non-ascii-token": Abuse(headers={"Authorization": "Bearer " + "é" * 64}, status=401,
-                             reason="malformed_token"),
+    "non-ascii-token": Abuse(
+        headers={"Authorization": "Bearer " + "é" * 64}, status=401, reason="malformed_token"
+    ),
     "wrong-token": Abuse(token=WRONG_TOKEN, status=403, reason="bad_token"),
-    "token-of-another-server": Abuse(token=server_token(SECRET, OTHER_UID), status=403,
-                                     reason="bad_token"),
-    "token-under-another-secret": Abuse(token=server_token(b"another-secret-16b", UID),
-                                        status=403, reason="bad_token"),
+    "token-of-another-server": Abuse(
+        token=server_token(SECRET, OTHER_UID), status=403, reason="bad_token"
+    ),
+    "token-under-another-secret": Abuse(
+        token=server_token(b"another-secret-16b", UID), status=403, reason="bad_token"
+    ),
     "unknown-uid": Abuse(uid=GONE_UID, status=404, reason="unknown_server"),
     "uid-not-a-uid": Abuse(uid="alice_server", status=404, reason="bad_uid"),
-    "extra-field": Abuse(body='{"port": 8888, "host": "evil.example"}',
-                         reason="unexpected_field"),
+    "extra-field": Abuse(body='{"port": 8888, "host": "evil.example"}', reason="unexpected_field"),
     "port-and-failure": Abuse(body='{"port": 8888, "failure": "x"}', reason="port_and_failure"),
     "empty-object": Abuse(body="{}", reason="empty_report"),
     "duplicate-key": Abuse(body='{"port": 8888, "port": 22}', reason="duplicate_field"),
@@ -183,30 +193,32 @@ ABUSES: dict[str, Abuse] = {
     "port-70000": Abuse(body='{"port": 70000}', reason="port_range"),
     "port-0": Abuse(body='{"port": 0}', reason="port_range"),
     "port-negative": Abuse(body='{"port": -8888}', reason="port_range"),
-    "port-outside-cluster-range": Abuse(uid=NARROW_UID, body='{"port": 8888}',
-                                        reason="port_range"),
-    "huge-body": Abuse(body=json.dumps({"failure": "x" * (MAX_BODY + 10)}), status=413,
-                       reason="too_large"),
+    "port-outside-cluster-range": Abuse(uid=NARROW_UID, body='{"port": 8888}', reason="port_range"),
+    "huge-body": Abuse(
+        body=json.dumps({"failure": "x" * (MAX_BODY + 10)}), status=413, reason="too_large"
+    ),
     "not-json": Abuse(body="port=8888", reason="not_json"),
     "not-utf8": Abuse(body=b'{"failure": "\xff\xfe"}', reason="not_json"),
     "nan": Abuse(body='{"port": NaN}', reason="not_json"),
     "json-array": Abuse(body="[8888]", reason="not_object"),
     "json-number": Abuse(body="8888", reason="not_object"),
     "failure-as-number": Abuse(body='{"failure": 1}', reason="failure_type"),
-    "failure-too-long": Abuse(body=json.dumps({"failure": "x" * 1001}),
-                              reason="failure_too_long"),
-    "failure-with-newline": Abuse(body=json.dumps({"failure": "a\nb"}),
-                                  reason="failure_not_printable"),
-    "failure-with-escape": Abuse(body=json.dumps({"failure": "\x1b[2Jboom"}),
-                                 reason="failure_not_printable"),
+    "failure-too-long": Abuse(body=json.dumps({"failure": "x" * 1001}), reason="failure_too_long"),
+    "failure-with-newline": Abuse(
+        body=json.dumps({"failure": "a\nb"}), reason="failure_not_printable"
+    ),
+    "failure-with-escape": Abuse(
+        body=json.dumps({"failure": "\x1b[2Jboom"}), reason="failure_not_printable"
+    ),
     "failure-empty": Abuse(body='{"failure": ""}', reason="failure_not_printable"),
 }
 
 
 @pytest.mark.parametrize("abuse", ABUSES.values(), ids=ABUSES.keys())
 async def test_abuse_is_refused_and_counted(harness: Harness, abuse: Abuse) -> None:
-    status, body = await harness.post(abuse.uid, abuse.body, token=abuse.token,
-                                      headers=abuse.headers)
+    status, body = await harness.post(
+        abuse.uid, abuse.body, token=abuse.token, headers=abuse.headers
+    )
     assert (status, body["error"]) == (abuse.status, abuse.reason)
     assert harness.received == []
     assert harness.rejected(abuse.reason) == 1
@@ -219,10 +231,20 @@ async def test_streamed_body_over_the_limit_is_refused(harness: Harness) -> None
             yield b" " * 1024
 
     headers = {"Authorization": f"Bearer {server_token(SECRET, UID)}"}
-    resp = await harness.client.post(f"/v1/servers/{UID}/report", data=chunks(),
-                                     headers=headers)
+    resp = await harness.client.post(f"/v1/servers/{UID}/report", data=chunks(), headers=headers)
     assert resp.status == 413
     assert harness.rejected("too_large") == 1
+
+
+async def test_body_arriving_in_pieces_is_read_whole(harness: Harness) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for part in (b'{"po', b'rt": 88', b"88}"):
+            yield part
+
+    headers = {"Authorization": f"Bearer {server_token(SECRET, UID)}"}
+    resp = await harness.client.post(f"/v1/servers/{UID}/report", data=pieces(), headers=headers)
+    assert resp.status == 200
+    assert harness.received[0][1].port == 8888
 
 
 async def test_get_on_the_report_route_is_405(harness: Harness) -> None:
@@ -244,8 +266,11 @@ def test_reasons_are_distinct_per_kind_of_abuse() -> None:
     for name, abuse in ABUSES.items():
         by_reason.setdefault(abuse.reason, set()).add(name)
     assert len(by_reason) >= 18
-    assert by_reason["bad_token"] == {"wrong-token", "token-of-another-server",
-                                      "token-under-another-secret"}
+    assert by_reason["bad_token"] == {
+        "wrong-token",
+        "token-of-another-server",
+        "token-under-another-secret",
+    }
 
 
 # ------------------------------------------------------------------------------ failures inside
@@ -257,8 +282,11 @@ async def test_lookup_error_is_503_and_not_a_rejection() -> None:
 
     h = await start_harness(broken)
     try:
-        resp = await h.client.post(f"/v1/servers/{UID}/report", data=GOOD,
-                                   headers={"Authorization": f"Bearer {server_token(SECRET, UID)}"})
+        resp = await h.client.post(
+            f"/v1/servers/{UID}/report",
+            data=GOOD,
+            headers={"Authorization": f"Bearer {server_token(SECRET, UID)}"},
+        )
         assert resp.status == 503
         assert (await resp.json())["error"] == "unavailable"
         assert h.total_rejected() == 0
@@ -273,8 +301,11 @@ async def test_on_report_error_is_503_so_the_launcher_retries() -> None:
     registry = CollectorRegistry()
     app = make_app(SECRET, sync_lookup, failing, registry=registry)
     async with TestClient(TestServer(app)) as client:
-        resp = await client.post(f"/v1/servers/{UID}/report", data=GOOD,
-                                 headers={"Authorization": f"Bearer {server_token(SECRET, UID)}"})
+        resp = await client.post(
+            f"/v1/servers/{UID}/report",
+            data=GOOD,
+            headers={"Authorization": f"Bearer {server_token(SECRET, UID)}"},
+        )
         assert resp.status == 503
 
 

@@ -1,0 +1,1 @@
+"""Slurm backends: the interface (``base``) and its implementations (``rest``, ...)."""

@@ -1,0 +1,214 @@
+"""The operator end to end against the real API server, Slurm and slurmrestd."""
+
+from __future__ import annotations
+
+import base64
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from hpchub_api import constants as c
+from hpchub_operator.rbac import OPERATOR_RULES
+from hpchub_stack.kubeclient import KubeClient
+from hpchub_stack.operator_proc import OperatorProcess
+from hpchub_stack.slurm import SlurmCluster
+
+from .operator_helpers import (
+    NS,
+    SERVERS,
+    create_server,
+    delete_server,
+    describe,
+    events,
+    get_server,
+    http_status,
+    job_state,
+    metric_value,
+    slurm_jobs,
+    wait_gone,
+    wait_phase,
+)
+
+RUNNING = {"Running"}
+FINAL = {"Stopped", "Failed"}
+
+
+def server_token(kube: KubeClient, obj: dict[str, Any]) -> str:
+    secret = kube.get(f"/api/v1/namespaces/{NS}/secrets/{obj['status']['tokenSecret']}")
+    return base64.b64decode(secret["data"]["token"]).decode()
+
+
+@pytest.fixture(scope="module")
+def time_limited(operator: OperatorProcess, kube_admin: KubeClient) -> Iterator[str]:
+    """A server with a 1-minute time limit, created first so the minute passes meanwhile."""
+    create_server(kube_admin, "walltime", slurm={"partition": "compute", "timeLimit": "1"})
+    yield "walltime"
+    delete_server(kube_admin, "walltime")
+
+
+def test_server_reaches_running_with_url(operator: OperatorProcess, kube_admin: KubeClient,
+                                         slurm: SlurmCluster, time_limited: str) -> None:
+    create_server(kube_admin, "lab-one", environment={
+        "variables": [{"name": "OMP_NUM_THREADS", "value": "2"}]})
+    obj = wait_phase(kube_admin, "lab-one", RUNNING | FINAL, timeout=180)
+    assert obj["status"]["phase"] == "Running", describe(kube_admin, "lab-one")
+    st = obj["status"]
+    assert st["url"].startswith("http://127.0.0.1:") and st["jobId"] and st["node"]
+    token = server_token(kube_admin, obj)
+    assert http_status(st["url"] + "api/status", token) == 200
+    assert http_status(st["url"] + "api/status") in (401, 403)  # the token is required
+    # kubectl get jsrv: the server-side table carries the columns a human wants.
+    table = kube_admin.request("GET", f"{SERVERS}/lab-one",
+                               accept="application/json;as=Table;v=v1;g=meta.k8s.io")
+    cols = [col["name"] for col in table["columnDefinitions"]]
+    row = dict(zip(cols, table["rows"][0]["cells"], strict=False))
+    assert row["User"] == "alice" and row["Phase"] == "Running" and row["URL"] == st["url"]
+    assert row["Node"] == st["node"]
+    # Events tell the path the server took.
+    reasons = [e["reason"] for e in events(kube_admin, "lab-one")]
+    assert reasons[0] == "Submitted" and reasons[-1] == "Running", reasons
+    conds = {cond["type"]: cond["status"] for cond in st["conditions"]}
+    assert conds["Ready"] == "True" and conds["Submitted"] == "True"
+
+
+def test_delete_cancels_job_and_releases_finalizer(operator: OperatorProcess,
+                                                   kube_admin: KubeClient,
+                                                   slurm: SlurmCluster) -> None:
+    obj = get_server(kube_admin, "lab-one")
+    uid = obj["metadata"]["uid"]
+    assert c.FINALIZER in obj["metadata"]["finalizers"]
+    delete_server(kube_admin, "lab-one")
+    wait_gone(kube_admin, "lab-one")
+    jobs = slurm_jobs(slurm, uid)
+    assert jobs and all(job_state(j) in ("CANCELLED", "COMPLETED") for j in jobs), jobs
+
+
+def test_stop_flag_cancels_job(operator: OperatorProcess, kube_admin: KubeClient,
+                               slurm: SlurmCluster) -> None:
+    uid = create_server(kube_admin, "lab-stop")["metadata"]["uid"]
+    wait_phase(kube_admin, "lab-stop", {"Queued", "Starting", "Running"})
+    kube_admin.patch(f"{SERVERS}/lab-stop", {"spec": {"stop": True}})
+    obj = wait_phase(kube_admin, "lab-stop", FINAL, timeout=60)
+    assert obj["status"]["phase"] == "Stopped" and obj["status"]["reason"] == "Stopped"
+    assert all(job_state(j) == "CANCELLED" for j in slurm_jobs(slurm, uid))
+    delete_server(kube_admin, "lab-stop")
+    wait_gone(kube_admin, "lab-stop")
+
+
+def test_app_that_exits_at_once_fails_with_reason(operator: OperatorProcess,
+                                                  kube_admin: KubeClient) -> None:
+    # The user's environment lacks the app: the launcher reports why, at once.
+    create_server(kube_admin, "lab-broken", environment={
+        "workingDirectory": "/nonexistent/dir"})
+    began = time.monotonic()
+    obj = wait_phase(kube_admin, "lab-broken", FINAL, timeout=90)
+    st = obj["status"]
+    assert st["phase"] == "Failed", describe(kube_admin, "lab-broken")
+    assert "/nonexistent/dir" in st["message"], st
+    assert time.monotonic() - began < 60  # not a start timeout
+    delete_server(kube_admin, "lab-broken")
+    wait_gone(kube_admin, "lab-broken")
+
+
+def test_slurm_outage_is_unknown_not_stopped(operator: OperatorProcess, kube_admin: KubeClient,
+                                             slurm: SlurmCluster) -> None:
+    create_server(kube_admin, "lab-outage")
+    obj = wait_phase(kube_admin, "lab-outage", RUNNING | FINAL, timeout=180)
+    assert obj["status"]["phase"] == "Running", describe(kube_admin, "lab-outage")
+    job_id = obj["status"]["jobId"]
+    slurm.stop_controller()
+    try:
+        obj = wait_phase(kube_admin, "lab-outage", {"Unknown"} | FINAL, timeout=60)
+        assert obj["status"]["phase"] == "Unknown", describe(kube_admin, "lab-outage")
+        assert obj["status"]["url"] and obj["status"]["jobId"] == job_id
+    finally:
+        slurm.start_controller()
+    obj = wait_phase(kube_admin, "lab-outage", RUNNING | FINAL, timeout=60)
+    assert obj["status"]["phase"] == "Running" and obj["status"]["jobId"] == job_id
+    assert http_status(obj["status"]["url"] + "api/status",
+                       server_token(kube_admin, obj)) == 200
+    delete_server(kube_admin, "lab-outage")
+    wait_gone(kube_admin, "lab-outage")
+
+
+def _set_status_rights(kube_admin: KubeClient, allowed: bool) -> None:
+    rules = OPERATOR_RULES if allowed else [
+        r for r in OPERATOR_RULES if not any(res.endswith("/status") for res in r["resources"])]
+    path = "/apis/rbac.authorization.k8s.io/v1/clusterroles/hpchub-operator"
+    kube_admin.patch(path, {"rules": rules})
+
+
+def test_sigkill_after_submission_adopts_single_job(operator: OperatorProcess,
+                                                    kube_admin: KubeClient,
+                                                    slurm: SlurmCluster) -> None:
+    # The operator may submit but not write status: it dies between the two.
+    _set_status_rights(kube_admin, allowed=False)
+    try:
+        uid = create_server(kube_admin, "lab-crash")["metadata"]["uid"]
+        kube_admin.wait_for(lambda: bool(slurm_jobs(slurm, uid)), 60, "job submitted")
+        operator.kill()
+        assert "jobId" not in (get_server(kube_admin, "lab-crash").get("status") or {})
+    finally:
+        _set_status_rights(kube_admin, allowed=True)
+    operator.start()
+    obj = wait_phase(kube_admin, "lab-crash", RUNNING | FINAL, timeout=180)
+    assert obj["status"]["phase"] == "Running", describe(kube_admin, "lab-crash")
+    jobs = slurm_jobs(slurm, uid)
+    assert len(jobs) == 1, jobs
+    assert str(jobs[0]["job_id"]) == obj["status"]["jobId"]
+    delete_server(kube_admin, "lab-crash")
+    wait_gone(kube_admin, "lab-crash")
+
+
+def test_twenty_servers_one_query_per_interval(operator: OperatorProcess,
+                                               kube_admin: KubeClient,
+                                               slurm: SlurmCluster) -> None:
+    names = [f"class-{i:02d}" for i in range(20)]
+    for name in names:
+        create_server(kube_admin, name, user=("alice", "bob", "carol")[len(name) % 3])
+    for name in names:
+        obj = wait_phase(kube_admin, name, RUNNING | FINAL, timeout=300)
+        assert obj["status"]["phase"] == "Running", describe(kube_admin, name)
+    # All steady: count what the operator asks of Slurm over a window.
+    before_polls = metric_value(operator.metrics(), "hpchub_slurm_polls_total",
+                                {"cluster": "local"})
+    before_rpc = slurm.sdiag_counts().get("REQUEST_JOB_INFO", 0)
+    before_rest = slurm.rest_request_count()
+    window, slow = 12.0, 3.0
+    time.sleep(window)  # a measurement window, not a wait for a condition
+    polls = metric_value(operator.metrics(), "hpchub_slurm_polls_total",
+                         {"cluster": "local"}) - before_polls
+    rpcs = slurm.sdiag_counts().get("REQUEST_JOB_INFO", 0) - before_rpc
+    rest = slurm.rest_request_count() - before_rest
+    intervals = window / slow
+    assert 1 <= polls <= intervals * 1.2 + 1, polls
+    assert rpcs <= polls + 1, (rpcs, polls)
+    assert rest <= polls + 1, (rest, polls)
+    for name in names:
+        delete_server(kube_admin, name)
+    for name in names:
+        wait_gone(kube_admin, name, timeout=120)
+    text = operator.metrics()
+    for name in names:
+        labels = {"namespace": NS, "name": name}
+        assert metric_value(text, "hpchub_handler_success_total",
+                            {"handler": "create", **labels}) == 1, name
+        assert metric_value(text, "hpchub_handler_success_total",
+                            {"handler": "delete", **labels}) == 1, name
+
+
+def test_time_limit_reached_is_stopped_within_a_poll(operator: OperatorProcess,
+                                                     kube_admin: KubeClient,
+                                                     slurm: SlurmCluster,
+                                                     time_limited: str) -> None:
+    obj = wait_phase(kube_admin, time_limited, FINAL, timeout=240)
+    st = obj["status"]
+    assert st["phase"] == "Stopped" and st["reason"] == "TimeLimit", describe(
+        kube_admin, time_limited)
+    job = slurm_jobs(slurm, obj["metadata"]["uid"])[0]
+    assert job_state(job) == "TIMEOUT"
+    ended = int(job["end_time"])
+    stopped = time.mktime(time.strptime(st["stoppedAt"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
+    assert stopped - ended <= 3.0 * 1.1 + 2, (stopped, ended)
