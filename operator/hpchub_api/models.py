@@ -151,8 +151,9 @@ class Condition(_Status):
 
     type: str
     status: Literal["True", "False", "Unknown"]
-    reason: str = ""
-    message: str = ""
+    reason: str | None = None
+    message: str | None = None
+    """Absent rather than empty: the 1.20 API server refuses empty strings in status."""
     last_transition_time: str | None = None
     observed_generation: int | None = None
 

@@ -56,6 +56,12 @@ SCRIPT = QuotedTemplate("""\
 # Started by hpchub (a login shell: the site profile sets PATH, `module` and conda).
 # Scheduler options are not in this file; every value below is a quoted literal.
 set -u
+# Jobs submitted through slurmrestd start with an almost empty environment.
+if [ -z "$${HOME:-}" ]; then
+  HOME=$$(getent passwd "$$(id -u)" | cut -d: -f6)
+  export HOME
+fi
+export USER="$${USER:-$$(id -un)}" LOGNAME="$${LOGNAME:-$$(id -un)}"
 hpchub_modules=($modules)
 hpchub_conda_env=$conda_env
 hpchub_workdir_base=$workdir_base

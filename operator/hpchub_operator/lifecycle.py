@@ -61,11 +61,13 @@ def set_condition(conds: list[Condition], type_: str, status: bool | None, reaso
             continue
         found = True
         when = c.last_transition_time if c.status == value else iso(now)
-        out.append(Condition(type=type_, status=value, reason=reason, message=message,
-                             last_transition_time=when, observed_generation=generation))
+        out.append(Condition(type=type_, status=value, reason=reason or None,
+                             message=message or None, last_transition_time=when,
+                             observed_generation=generation))
     if not found:
-        out.append(Condition(type=type_, status=value, reason=reason, message=message,
-                             last_transition_time=iso(now), observed_generation=generation))
+        out.append(Condition(type=type_, status=value, reason=reason or None,
+                             message=message or None, last_transition_time=iso(now),
+                             observed_generation=generation))
     return out
 
 

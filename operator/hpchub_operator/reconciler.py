@@ -326,6 +326,12 @@ class Reconciler:
             rt = await self.clusters.get(rec.cluster)
             if rt is None:
                 return
+            if rec.status.job_id is None:  # reported before this operator adopted the job
+                job = await self._find_job(rt, rec.uid)
+                if job is None:
+                    raise RetryLater("no Slurm job carries this server's tag", 2)
+                await self.write(rec, lifecycle.submitted(rec.status, job.job_id, now,
+                                                          adopted=True))
             host = await self._job_host(rt, rec)
             base = self._base_url(rec)
             url = f"http://{host}:{report.port}{base}"

@@ -373,14 +373,16 @@ class SlurmCluster:
         out = run(["sdiag"], env=self.command_env(), timeout=15)
         return parse_sdiag_rpc_counts(out.stdout.decode(errors="replace"))
 
-    def rest_request_count(self) -> int:
-        """Requests slurmrestd has logged so far (one "operations_router" line each)."""
+    def rest_request_count(self, endpoint: str = "") -> int:
+        """Requests slurmrestd has logged so far (one "operations_router" line each),
+        only those whose path ends with ``endpoint`` when given (e.g. "/jobs")."""
         path = self.root / "log" / "slurmrestd.log"
         try:
             text = path.read_text(errors="replace")
         except OSError:
             return 0
-        return sum(1 for line in text.splitlines() if "operations_router" in line)
+        return sum(1 for line in text.splitlines()
+                   if "operations_router" in line and line.rstrip().endswith(endpoint))
 
     # ----- internals ---------------------------------------------------------------------
 

@@ -175,13 +175,13 @@ def test_twenty_servers_one_query_per_interval(operator: OperatorProcess,
     before_polls = metric_value(operator.metrics(), "hpchub_slurm_polls_total",
                                 {"cluster": "local"})
     before_rpc = slurm.sdiag_counts().get("REQUEST_JOB_INFO", 0)
-    before_rest = slurm.rest_request_count()
+    before_rest = slurm.rest_request_count("/jobs")
     window, slow = 12.0, 3.0
     time.sleep(window)  # a measurement window, not a wait for a condition
     polls = metric_value(operator.metrics(), "hpchub_slurm_polls_total",
                          {"cluster": "local"}) - before_polls
     rpcs = slurm.sdiag_counts().get("REQUEST_JOB_INFO", 0) - before_rpc
-    rest = slurm.rest_request_count() - before_rest
+    rest = slurm.rest_request_count("/jobs") - before_rest
     intervals = window / slow
     assert 1 <= polls <= intervals * 1.2 + 1, polls
     assert rpcs <= polls + 1, (rpcs, polls)
