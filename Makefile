@@ -33,7 +33,7 @@ apiserver:
 	bash scripts/build-kube-apiserver.sh
 
 lint: venv
-	$(BIN)/ruff check operator hub tests benchmarks
+	$(BIN)/ruff check $(wildcard operator hub tests benchmarks scripts)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -44,7 +44,7 @@ integration: venv
 	$(BIN)/pytest -q tests/integration $(PYTEST_ARGS)
 
 test: deps venv apiserver lint
-	$(BIN)/pytest -q -ra tests/unit tests/integration tests/e2e $(PYTEST_ARGS)
+	$(BIN)/pytest -q -ra tests/unit tests/integration $(wildcard tests/e2e) $(PYTEST_ARGS)
 
 crds: venv
 	$(BIN)/hpchub crds --out crds

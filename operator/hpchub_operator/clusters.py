@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from hpchub_api.models import Backend, HPCClusterSpec, HPCClusterStatus, PartitionInfo
+from hpchub_api.models import Backend, HPCClusterSpec, HPCClusterStatus, PartitionInfo, Target
 
 from .backends.base import ClusterFacts, JobInfo, SlurmBackend
 from .lifecycle import iso
 
-BackendFactory = Callable[[str, HPCClusterSpec], Awaitable[SlurmBackend]]
+BackendFactory = Callable[[str, HPCClusterSpec, Target], Awaitable[SlurmBackend]]
 
 
 class ClusterConfigError(Exception):
@@ -29,11 +29,25 @@ class ClusterRuntime:
     name: str
     spec: HPCClusterSpec
     backend: SlurmBackend
+    """The Slurm backend (compute-node servers)."""
     generation: int = 0
+    login_backend: SlurmBackend | None = None
+    """Login-node processes behind the same interface (None: no login nodes)."""
     last_jobs: dict[str, JobInfo] = field(default_factory=dict)
     unreachable_since: dt.datetime | None = None
     last_error: str = ""
     node_addresses: dict[str, str] = field(default_factory=dict)
+
+    def backend_for(self, target: Target) -> SlurmBackend:
+        """The backend that runs servers of ``target`` on this cluster."""
+        if target == Target.LOGIN:
+            if self.login_backend is None:
+                raise ClusterConfigError(f"cluster {self.name} has no login nodes configured")
+            return self.login_backend
+        return self.backend
+
+    def backends(self) -> list[SlurmBackend]:
+        return [b for b in (self.backend, self.login_backend) if b is not None]
 
     def interval(self, busy: bool, jitter: float) -> float:
         """Next poll delay: fast while servers change state, slow when all are steady."""
@@ -64,12 +78,14 @@ class ClusterDirectory:
             spec = HPCClusterSpec.model_validate(body.get("spec") or {})
         except ValidationError as exc:
             raise ClusterConfigError(f"invalid HPCCluster spec: {exc}") from exc
-        backend = await self._factory(name, spec)
-        runtime = ClusterRuntime(name, spec, backend, generation)
+        backend = await self._factory(name, spec, Target.SLURM)
+        login = await self._factory(name, spec, Target.LOGIN) if spec.login.nodes else None
+        runtime = ClusterRuntime(name, spec, backend, generation, login)
         if current is not None:
             runtime.last_jobs = current.last_jobs
             runtime.node_addresses = current.node_addresses
-            await current.backend.close()
+            for old in current.backends():
+                await old.close()
         self._clusters[name] = runtime
         return runtime
 
@@ -86,7 +102,8 @@ class ClusterDirectory:
     async def drop(self, name: str) -> None:
         rt = self._clusters.pop(name, None)
         if rt is not None:
-            await rt.backend.close()
+            for backend in rt.backends():
+                await backend.close()
 
     async def close(self) -> None:
         for name in list(self._clusters):

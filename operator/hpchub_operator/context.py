@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from hpchub_api.models import Backend, HPCClusterSpec
+from hpchub_api.models import Backend, HPCClusterSpec, Target
 
 from . import callback
 from .backends.base import SlurmBackend, SlurmUnavailable
@@ -109,7 +109,10 @@ class OperatorContext:
 
     # ------------------------------------------------------------------ clusters
 
-    async def _make_backend(self, name: str, spec: HPCClusterSpec) -> SlurmBackend:
+    async def _make_backend(self, name: str, spec: HPCClusterSpec, target: Target
+                            ) -> SlurmBackend:
+        if target == Target.LOGIN:
+            raise ClusterConfigError("login-node servers are not available in this build")
         if spec.slurm.backend != Backend.REST:
             raise ClusterConfigError(f"backend {spec.slurm.backend.value!r} is not available")
         from .backends.rest import SlurmRestBackend

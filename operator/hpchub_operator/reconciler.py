@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import aiohttp
 
 from hpchub_api import constants as c
-from hpchub_api.models import JupyterServerStatus, Phase
+from hpchub_api.models import JupyterServerStatus, Phase, Target
 
 from . import jobscript, lifecycle, policy
 from .backends.base import JobInfo, SlurmRejected, SlurmUnavailable
-from .clusters import ClusterDirectory, ClusterRuntime
+from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime
 from .kube import KubeGateway
 from .metrics import Metrics
 from .registry import ServerRecord, ServerRegistry, utcnow
@@ -121,32 +121,39 @@ class Reconciler:
                 await self.write(rec, lifecycle.rejected(rec.status, "; ".join(problems),
                                                          utcnow()))
                 return
-            existing = await self._find_job(rt, rec.uid)
+            existing = await self._find_job(rt, rec.spec.target, rec.uid)
             if existing is not None:
                 await self.write(rec, lifecycle.submitted(rec.status, existing.job_id,
                                                           utcnow(), adopted=True))
                 return
             await self._submit(rec, rt)
 
-    async def _find_job(self, rt: ClusterRuntime, uid: str) -> JobInfo | None:
-        jobs = await self._list(rt)
+    async def _find_job(self, rt: ClusterRuntime, target: Target, uid: str) -> JobInfo | None:
+        jobs = await self._list(rt, target)
         mine = [j for j in jobs.values() if j.comment == c.job_comment(uid)]
         live = [j for j in mine if not j.state.finished]
         candidates = live or mine
         return candidates[-1] if candidates else None
 
-    async def _list(self, rt: ClusterRuntime) -> dict[str, JobInfo]:
+    async def _list(self, rt: ClusterRuntime, target: Target) -> dict[str, JobInfo]:
+        """One batched listing of every tagged job (or login-node process) of a target."""
         began = time.monotonic()
+        op = "jobs" if target == Target.SLURM else "processes"
         try:
-            jobs = await rt.backend.jobs(c.JOB_COMMENT_PREFIX)
+            backend = rt.backend_for(target)
+            jobs = await backend.jobs(c.JOB_COMMENT_PREFIX)
+        except ClusterConfigError as exc:
+            raise Refused(str(exc)) from exc
         except SlurmUnavailable as exc:
-            self.metrics.slurm_errors.labels(rt.name, "jobs", "unavailable").inc()
-            raise RetryLater(f"Slurm unreachable: {exc}", 10) from exc
+            self.metrics.slurm_errors.labels(rt.name, op, "unavailable").inc()
+            what = "Slurm" if target == Target.SLURM else "the login nodes"
+            raise RetryLater(f"{what} unreachable: {exc}", 10) from exc
         finally:
-            self.metrics.slurm_latency.labels(rt.name, "jobs").observe(
-                time.monotonic() - began)
-        self.metrics.polls.labels(rt.name).inc()
-        rt.last_jobs = jobs
+            self.metrics.slurm_latency.labels(rt.name, op).observe(time.monotonic() - began)
+        if target == Target.SLURM:
+            self.metrics.polls.labels(rt.name).inc()
+        rt.last_jobs = {k: v for k, v in rt.last_jobs.items()
+                        if _target_of(v) != target} | jobs
         return jobs
 
     async def _submit(self, rec: ServerRecord, rt: ClusterRuntime) -> None:
@@ -155,7 +162,7 @@ class Reconciler:
         request = jobscript.build_request(rec.spec, rt.spec, rec.uid, rec.name, env)
         began = time.monotonic()
         try:
-            job_id = await rt.backend.submit(request)
+            job_id = await rt.backend_for(rec.spec.target).submit(request)
         except SlurmRejected as exc:
             self.metrics.slurm_errors.labels(rt.name, "submit", "rejected").inc()
             await self.write(rec, lifecycle.rejected(rec.status, f"Slurm refused the job: "
@@ -185,6 +192,7 @@ class Reconciler:
             "HPCHUB_PORT_MIN": str(launcher.port_range.min),
             "HPCHUB_PORT_MAX": str(launcher.port_range.max),
             "HPCHUB_START_TIMEOUT": str(launcher.start_timeout_seconds),
+            "HPCHUB_ISOLATION": rt.spec.isolation.value,
         }
         for var in spec.environment.variables:
             env[var.name] = var.value
@@ -220,7 +228,7 @@ class Reconciler:
         if rt is None or rec.spec is None:
             return
         try:
-            await rt.backend.cancel(job_id, rec.spec.user)
+            await rt.backend_for(rec.spec.target).cancel(job_id, rec.spec.user)
         except SlurmUnavailable as exc:
             self.metrics.slurm_errors.labels(rt.name, "cancel", "unavailable").inc()
             raise RetryLater(f"Slurm unreachable, cannot cancel job {job_id} yet", 10) from exc
@@ -232,7 +240,7 @@ class Reconciler:
         if rt is None or rec.spec is None:
             return  # nothing could have been submitted without a cluster
         async with rec.lock:
-            jobs = await self._list(rt)
+            jobs = await self._list(rt, rec.spec.target)
             mine = [j for j in jobs.values()
                     if j.comment == c.job_comment(rec.uid) and not j.state.finished]
             for job in mine:
@@ -247,18 +255,32 @@ class Reconciler:
     # ------------------------------------------------------------------ polling
 
     async def poll(self, rt: ClusterRuntime) -> float:
-        """One batched Slurm query for every server of the cluster; return the next delay."""
+        """One batched query per target (Slurm; login nodes) for every server of the
+        cluster, whatever their number; return the next delay."""
         servers = [r for r in self.registry.by_cluster(rt.name)
-                   if r.status.job_id and not r.status.phase.final]
+                   if r.spec and r.status.job_id and not r.status.phase.final]
         jitter = self.settings.poll_jitter
         if not servers:
             return rt.interval(busy=False, jitter=jitter)
+        for target in (Target.SLURM, Target.LOGIN):
+            group = [r for r in servers if r.spec and r.spec.target == target]
+            if group:
+                await self._poll_group(rt, target, group)
+        busy = any(r.status.phase not in (Phase.RUNNING, Phase.STOPPED, Phase.FAILED)
+                   for r in servers)
+        return rt.interval(busy=busy, jitter=jitter)
+
+    async def _poll_group(self, rt: ClusterRuntime, target: Target,
+                          servers: list[ServerRecord]) -> None:
         listing_began = utcnow()
         try:
-            jobs = await self._list(rt)
+            jobs = await self._list(rt, target)
         except RetryLater as exc:
             await self._unreachable(rt, servers, str(exc.__cause__ or exc))
-            return rt.interval(busy=True, jitter=jitter)
+            return
+        except Refused as exc:
+            log.warning("cluster %s: %s", rt.name, exc)
+            return
         rt.unreachable_since, rt.last_error = None, ""
         by_uid: dict[str, JobInfo] = {}
         for job in jobs.values():
@@ -267,9 +289,6 @@ class Reconciler:
                 by_uid[uid] = job
         for rec in servers:
             await self._observe(rec, rt, by_uid.get(rec.uid), listing_began)
-        busy = any(r.status.phase not in (Phase.RUNNING, Phase.STOPPED, Phase.FAILED)
-                   for r in servers)
-        return rt.interval(busy=busy, jitter=jitter)
 
     async def _observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
                        listing_began: dt.datetime) -> None:
@@ -327,7 +346,7 @@ class Reconciler:
             if rt is None:
                 return
             if rec.status.job_id is None:  # reported before this operator adopted the job
-                job = await self._find_job(rt, rec.uid)
+                job = await self._find_job(rt, rec.spec.target, rec.uid)
                 if job is None:
                     raise RetryLater("no Slurm job carries this server's tag", 2)
                 await self.write(rec, lifecycle.submitted(rec.status, job.job_id, now,
@@ -353,16 +372,19 @@ class Reconciler:
         return "/"
 
     async def _job_host(self, rt: ClusterRuntime, rec: ServerRecord) -> str:
-        """The address of the job's batch node, from Slurm's allocation (never the report)."""
+        """The address of the job's batch node, from Slurm's allocation (or the login node
+        the process was started on) — never from the report."""
+        assert rec.spec is not None
         job = next((j for j in rt.last_jobs.values()
                     if j.comment == c.job_comment(rec.uid) and j.nodes), None)
         if job is None:
-            job = await self._find_job(rt, rec.uid)
+            job = await self._find_job(rt, rec.spec.target, rec.uid)
         if job is None or not job.first_node:
             raise RetryLater("the job has no node allocated yet", 2)
         node = job.first_node
         if node not in rt.node_addresses:
-            rt.node_addresses[node] = await rt.backend.node_address(node)
+            backend = rt.backend_for(rec.spec.target)
+            rt.node_addresses[node] = await backend.node_address(node)
         return rt.node_addresses[node]
 
     async def _answers(self, url: str) -> bool:
@@ -374,3 +396,8 @@ class Reconciler:
             except (aiohttp.ClientError, TimeoutError):
                 await asyncio.sleep(0.5)
         return False
+
+
+def _target_of(job: JobInfo) -> Target:
+    """Login-node processes carry ids that start with ``login:``."""
+    return Target.LOGIN if job.job_id.startswith("login:") else Target.SLURM
