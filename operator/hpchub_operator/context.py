@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -127,11 +128,17 @@ class OperatorContext:
 
     async def check_cluster(self, rt: ClusterRuntime) -> None:
         """Ping the cluster, discover partitions, write HPCCluster status."""
+        began = time.monotonic()
         try:
             facts, error = await rt.backend.ping(), None
         except SlurmUnavailable as exc:
             facts, error = None, str(exc)
+            self.metrics.slurm_errors.labels(rt.name, "ping", "unavailable").inc()
         except Exception as exc:
             facts, error = None, f"{type(exc).__name__}: {exc}"
+            self.metrics.slurm_errors.labels(rt.name, "ping", type(exc).__name__).inc()
+        finally:
+            self.metrics.slurm_latency.labels(rt.name, "ping").observe(
+                time.monotonic() - began)
         await self.kube.patch_cluster_status(
             rt.name, cluster_status(facts, error, utcnow(), rt.generation))
