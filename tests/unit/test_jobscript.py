@@ -442,7 +442,7 @@ def test_unset_site_variable_fails_clearly(runner: Runner) -> None:
     script = jobscript.render_script(
         spec(environment=env_spec(working_directory="$SCRATCH/x")), cluster())
 
-    status, calls = runner.run(script)
+    _status, calls = runner.run(script)
 
     assert [c[:1] + c[2:] for c in calls] == [
         ["hpchub-launch", "--report-failure", "$SCRATCH is not set on this node"]]
@@ -460,7 +460,7 @@ def test_modules_skipped_without_module_command(runner: Runner) -> None:
 def test_conda_env_without_conda_fails(runner: Runner) -> None:
     script = jobscript.render_script(spec(environment=env_spec(conda_env="ml")), cluster())
 
-    status, calls = runner.run(script, tools=("module", "hpchub-launch"))
+    _status, calls = runner.run(script, tools=("module", "hpchub-launch"))
 
     assert [c[:1] + c[2:] for c in calls] == [
         ["hpchub-launch", "--report-failure",
