@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from hpchub_api.crds import all_crds
 from hpchub_stack.base import make_root, remove_root
+from hpchub_stack.bootstrap import admin_client
 from hpchub_stack.kube import KubeAPIServer
 from hpchub_stack.kubeclient import KubeClient
 
@@ -26,7 +26,4 @@ def kube() -> Iterator[KubeAPIServer]:
 @pytest.fixture(scope="session")
 def kube_admin(kube: KubeAPIServer) -> KubeClient:
     """A client with cluster-admin rights, CRDs installed."""
-    client = KubeClient(kube.url, kube.admin_token, kube.ca_path)
-    for crd in all_crds().values():
-        client.apply_crd(crd)
-    return client
+    return admin_client(kube)
