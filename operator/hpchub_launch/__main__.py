@@ -4,14 +4,20 @@ Steps: pick a free port, start the app in its own process group, wait until it a
 HTTP locally, POST ``{"port": N}`` to the operator, then wait for the app and exit with its
 status. When the app cannot start, POST ``{"failure": "..."}`` instead. SIGTERM, SIGINT and
 SIGHUP stop the app (SIGTERM to its group, SIGKILL after a grace period).
+
+With HPCHUB_ISOLATION=required or optional, the app runs in a private network namespace and
+the reported port is the one forwarded to it from the node (isolation.py, sandbox.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import logging
 import math
 import os
+import random
 import signal
 import sys
 import time
@@ -31,7 +37,9 @@ from .app import (
     stop_leftovers,
 )
 from .config import Callback, ConfigError, LaunchConfig, read_callback, read_config
+from .isolation import SANDBOX_BIND_IP, Tools, decide, inner_port, unisolated_warning
 from .report import failure_text, send_report, wait_until_up
+from .sandbox import Network, node_support, start_sandboxed
 
 log = logging.getLogger("hpchub-launch")
 
@@ -52,6 +60,8 @@ environment:
   HPCHUB_START_TIMEOUT   seconds to wait for the app to answer (default 300)
   HPCHUB_STOP_GRACE      seconds between SIGTERM and SIGKILL of the app (default 5)
   HPCHUB_WORKDIR         working directory; may start with ~, $HOME, $WORK, $SCRATCH, $STORE
+  HPCHUB_ISOLATION       off | required | optional (default off): run the app in a private
+                         network namespace (bwrap + slirp4netns) with only its port forwarded
   JUPYTERHUB_API_TOKEN   set: hub mode (jupyterhub-singleuser); unset: standalone mode
   JUPYTER_TOKEN          the server's token in standalone mode (required there)
 
@@ -69,6 +79,7 @@ class Launcher:
         self.config = config
         self.env = env
         self.app: App | None = None
+        self.network: Network | None = None
         self.stop_deadline: float | None = None
         self.signalled = False
 
@@ -94,21 +105,18 @@ class Launcher:
         """Start, wait for readiness, report, and wait for the app; return the exit status."""
         name = executable_name(self.config)
         try:
-            port = pick_port(self.config.bind_ip, self.config.port_min, self.config.port_max)
-            argv = build_command(self.config, port, find_executable(name))
-            log.info("starting %s on %s:%d", name, self.config.bind_ip, port)
-            env = app_environment(self.config, self.env, port)
-            self.app = App(argv, env, self.config.workdir)
+            port = self.start(name)
         except LaunchError as exc:
-            return self.fail(str(exc), [])
+            return self.fail(str(exc), exc.stderr_lines)
         if self.stopping:
             self.request_stop()
+        assert self.app is not None
         url = f"http://{probe_host(self.config.bind_ip)}:{port}{self.config.base_url}api"
         app = self.app
         up = wait_until_up(
             url,
             self.config.start_timeout,
-            keep_going=lambda: app.proc.poll() is None and not self.stopping,
+            keep_going=lambda: app.proc.poll() is None and not self.stopping and self.online(),
         )
         if self.stopping:
             return self.finish()
@@ -122,6 +130,63 @@ class Launcher:
         self.finish()
         return EXIT_REPORT
 
+    def start(self, name: str) -> int:
+        """Start the app, isolated when the cluster asks for it; return the port to report."""
+        executable = find_executable(name)
+        mode = self.config.isolation
+        decision = decide(mode, node_support(self.env.get("PATH")), self.config.bind_ip)
+        if decision.failure is not None:
+            raise LaunchError(decision.failure)
+        if decision.warning is not None:
+            log.warning("%s", decision.warning)
+        if decision.tools is not None:
+            try:
+                return self.start_isolated(name, executable, decision.tools)
+            except LaunchError as exc:
+                if mode == "required":
+                    reason = f"network isolation failed: {exc}"
+                    raise LaunchError(reason, exc.stderr_lines) from None
+                log.warning("%s", unisolated_warning(str(exc)))
+        port = self.pick_port()
+        log.info("starting %s on %s:%d", name, self.config.bind_ip, port)
+        argv = build_command(self.config, port, executable)
+        self.app = App(argv, app_environment(self.config, self.env, port), self.config.workdir)
+        return port
+
+    def start_isolated(self, name: str, executable: str, tools: Tools) -> int:
+        """Start the app in the sandbox; return the port forwarded to it from the node."""
+        config = self.config
+        inside = dataclasses.replace(config, bind_ip=SANDBOX_BIND_IP)
+        first = self.pick_port()
+        pick = random.SystemRandom().getrandbits(32)
+        guest_port = inner_port(first, config.port_min, config.port_max, pick)
+        host_ports = itertools.chain([first], iter(self.pick_port, None))
+        self.app, self.network, port = start_sandboxed(
+            tools,
+            build_command(inside, guest_port, executable),
+            app_environment(inside, self.env, guest_port),
+            config.workdir,
+            config.bind_ip,
+            guest_port,
+            lambda: next(host_ports),
+        )
+        log.info(
+            "starting %s isolated: port %d inside the sandbox, forwarded from %s:%d",
+            name,
+            guest_port,
+            config.bind_ip,
+            port,
+        )
+        return port
+
+    def online(self) -> bool:
+        """False once the sandbox's network helper has died (nothing can reach the app)."""
+        return self.network is None or self.network.alive()
+
+    def pick_port(self) -> int:
+        """A free port of the configured range on the node's bind address."""
+        return pick_port(self.config.bind_ip, self.config.port_min, self.config.port_max)
+
     def fail_start(self, name: str, port: int) -> int:
         """The app exited early or never answered: stop it and report why."""
         assert self.app is not None
@@ -133,7 +198,7 @@ class Launcher:
             self.request_stop()
             self.finish()
         else:
-            stop_leftovers(self.app.pgid, self.config.stop_grace)
+            self.cleanup()
             reason = f"{name} exited with status {exit_status(code)} before answering"
         return self.fail(reason, self.app.stderr_tail())
 
@@ -151,13 +216,23 @@ class Launcher:
         """Wait for the app to exit (SIGKILL once the grace is over), clean up its leftovers."""
         assert self.app is not None
         while (code := self.app.wait(0.2)) is None:
+            if not self.online() and not self.stopping:
+                log.error("slirp4netns exited: the server is unreachable, stopping it")
+                self.request_stop()
             if self.stop_deadline is not None and time.monotonic() > self.stop_deadline:
                 log.warning("the app outlived its %.0f s grace, killing it", self.config.stop_grace)
                 self.app.signal_group(signal.SIGKILL)
                 self.stop_deadline = math.inf
         log.info("the app exited with status %d", exit_status(code))
-        stop_leftovers(self.app.pgid, self.config.stop_grace)
+        self.cleanup()
         return exit_status(code)
+
+    def cleanup(self) -> None:
+        """Once the app is gone: stop slirp4netns, then every leftover process of ours."""
+        assert self.app is not None
+        if self.network is not None:
+            self.network.stop()
+        stop_leftovers(self.app.pgid, self.config.stop_grace)
 
 
 def probe_host(bind_ip: str) -> str:

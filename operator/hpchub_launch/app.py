@@ -41,6 +41,11 @@ _PRIVATE_ENV = ("HPCHUB_CALLBACK_TOKEN",)
 class LaunchError(RuntimeError):
     """The app could not be started at all (no executable, no port, bad directory)."""
 
+    def __init__(self, reason: str, stderr_lines: list[str] | None = None) -> None:
+        """``reason`` for the report, with the end of a helper's stderr if there is one."""
+        super().__init__(reason)
+        self.stderr_lines = stderr_lines or []
+
 
 def find_executable(name: str) -> str:
     """``name`` next to the running Python first (its venv or conda env), then on PATH."""
@@ -123,11 +128,45 @@ def become_subreaper() -> None:
             log.warning("could not become a child subreaper (errno %d)", ctypes.get_errno())
 
 
+class StderrTail:
+    """Copies a child's stderr to ours line by line (a thread), keeping the last lines."""
+
+    def __init__(self, stream: IO[bytes], name: str) -> None:
+        """Start copying ``stream`` until its end."""
+        self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
+        self._copier = threading.Thread(target=self._copy, args=(stream,), name=name, daemon=True)
+        self._copier.start()
+
+    def _copy(self, stream: IO[bytes]) -> None:
+        """Copy until end of file (the child and every holder of the pipe are gone)."""
+        out = sys.stderr.buffer
+        for line in iter(stream.readline, b""):
+            with contextlib.suppress(OSError, ValueError):
+                out.write(line)
+                out.flush()
+            self._tail.append(line.decode("utf-8", "replace").rstrip())
+
+    def lines(self, wait: float = 2.0) -> list[str]:
+        """The last non-blank lines (waiting up to ``wait`` s for the pipe to drain)."""
+        self._copier.join(wait)
+        return [line for line in list(self._tail) if line.strip()]
+
+
 class App:
     """The running app: its process, process group and the tail of its stderr."""
 
-    def __init__(self, argv: list[str], env: Mapping[str, str], cwd: Path | None) -> None:
-        """Start ``argv`` in a new session (its own process group); raise LaunchError."""
+    def __init__(
+        self,
+        argv: list[str],
+        env: Mapping[str, str],
+        cwd: Path | None,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
+        """Start ``argv`` in a new session (its own process group); raise LaunchError.
+
+        ``pgid`` is the group stop signals go to: the process's own, unless a sandbox
+        moves it (the sandboxed app leads a session of its own inside bwrap).
+        """
         try:
             self.proc = subprocess.Popen(
                 argv,
@@ -136,35 +175,28 @@ class App:
                 stdin=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=pass_fds,
             )
         except OSError as exc:
             raise LaunchError(_start_error(argv[0], cwd, exc)) from None
         self.pgid = self.proc.pid
-        self._tail: collections.deque[str] = collections.deque(maxlen=_STDERR_LINES)
         assert self.proc.stderr is not None
-        self._copier = threading.Thread(
-            target=self._copy_stderr, args=(self.proc.stderr,), name="app-stderr", daemon=True
-        )
-        self._copier.start()
-
-    def _copy_stderr(self, stream: IO[bytes]) -> None:
-        """Copy the app's stderr to ours line by line, keeping the last lines."""
-        out = sys.stderr.buffer
-        for line in iter(stream.readline, b""):
-            with contextlib.suppress(OSError, ValueError):
-                out.write(line)
-                out.flush()
-            self._tail.append(line.decode("utf-8", "replace").rstrip())
+        self._stderr = StderrTail(self.proc.stderr, "app-stderr")
 
     def stderr_tail(self, wait: float = 2.0) -> list[str]:
         """The last lines the app wrote to stderr (waiting briefly for the pipe to drain)."""
-        self._copier.join(wait)
-        return [line for line in list(self._tail) if line.strip()]
+        return self._stderr.lines(wait)
 
     def signal_group(self, sig: signal.Signals) -> None:
-        """Send ``sig`` to the app's whole process group (gone is fine)."""
-        with contextlib.suppress(ProcessLookupError, PermissionError):
+        """Send ``sig`` to the app's whole process group, or its leader if there is no group
+        yet (a sandboxed app before its session starts); gone is fine."""
+        try:
             os.killpg(self.pgid, sig)
+        except ProcessLookupError:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(self.pgid, sig)
+        except PermissionError:
+            pass
 
     def wait(self, timeout: float) -> int | None:
         """The app's return code, or None if it is still running after ``timeout`` s."""

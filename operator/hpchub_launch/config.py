@@ -11,6 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 APPS = ("jupyterlab", "notebook")
+# off: the app shares the node's network; required: sandboxed or not started at all;
+# optional: sandboxed when the node can do it, else unisolated with a warning.
+ISOLATION_MODES = ("off", "required", "optional")
 _UID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
 _BASE_URL = re.compile(r"^/([A-Za-z0-9._~-]+/)*$")
 _CALLBACK_URL = re.compile(r"^https?://[^\s/?#@]+(/[^\s?#]*)?$")
@@ -49,6 +52,7 @@ class LaunchConfig:
     start_timeout: float
     stop_grace: float
     workdir: Path | None
+    isolation: str = "off"
 
 
 def read_callback(env: Mapping[str, str]) -> Callback:
@@ -76,6 +80,9 @@ def read_config(env: Mapping[str, str]) -> LaunchConfig:
     if port_max < port_min:
         raise ConfigError("HPCHUB_PORT_MAX must not be below HPCHUB_PORT_MIN")
     default_base = env.get("JUPYTERHUB_SERVICE_PREFIX", "/") if hub_mode else "/"
+    isolation = env.get("HPCHUB_ISOLATION") or "off"
+    if isolation not in ISOLATION_MODES:
+        raise ConfigError(f"HPCHUB_ISOLATION must be one of {', '.join(ISOLATION_MODES)}")
     return LaunchConfig(
         app=app,
         hub_mode=hub_mode,
@@ -86,6 +93,7 @@ def read_config(env: Mapping[str, str]) -> LaunchConfig:
         start_timeout=_int(env, "HPCHUB_START_TIMEOUT", 300, 1, 86400),
         stop_grace=_int(env, "HPCHUB_STOP_GRACE", 5, 0, 300),
         workdir=resolve_workdir(env.get("HPCHUB_WORKDIR", ""), env),
+        isolation=isolation,
     )
 
 

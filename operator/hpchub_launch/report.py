@@ -6,6 +6,7 @@ HTTP proxy, and 127.0.0.1 must not either) and never follow redirects.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import time
@@ -49,7 +50,9 @@ def app_answers(url: str, timeout: float = 2.0) -> bool:
             return int(resp.status) < 500
     except urllib.error.HTTPError as exc:
         return exc.code < 500
-    except (OSError, ValueError):
+    except (OSError, ValueError, http.client.HTTPException):
+        # HTTPException: a forwarded port whose app is not listening yet (the forwarder
+        # accepts, then hangs up).
         return False
 
 

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.integration.fixtures_services",
     "tests.integration.fixtures_operator",
     "tests.integration.fixtures_backends",
+    "tests.integration.fixtures_launcher",
 ]
 
 
