@@ -31,6 +31,7 @@ HubEnvName = Annotated[str, StringConstraints(pattern=p.HUB_ENV_NAME, max_length
 App = Annotated[str, StringConstraints(pattern=p.APP, max_length=32)]
 Hostname = Annotated[str, StringConstraints(pattern=p.HOSTNAME, max_length=253)]
 HttpUrl = Annotated[str, StringConstraints(pattern=p.HTTP_URL, max_length=2048)]
+NodePath = Annotated[str, StringConstraints(pattern=r"^/[A-Za-z0-9._+/-]*$", max_length=256)]
 
 
 class _Model(BaseModel):
@@ -211,6 +212,12 @@ class SlurmAccess(_Model):
     """The Slurm user whose short-lived token lists jobs (one query for all servers)."""
     fast_poll_seconds: Annotated[float, Field(ge=0.5, le=60)] = 2.0
     slow_poll_seconds: Annotated[float, Field(ge=1, le=600)] = 15.0
+    ssh_host: Hostname | None = None
+    """ssh backend: the login node the Slurm commands run on (default: the first of
+    ``login.nodes``); its host key must be in ``login.knownHosts``."""
+    ssh_port: Annotated[int, Field(ge=1, le=65535)] = 22
+    slurm_conf: NodePath | None = None
+    """ssh and sudo backends: slurm.conf on the login node when not the default path."""
 
 
 class LoginNode(_Model):
@@ -219,10 +226,38 @@ class LoginNode(_Model):
     port: Annotated[int, Field(ge=1, le=65535)] = 22
 
 
+class Access(StrEnum):
+    """How the operator acts as the user on login nodes."""
+
+    SSH = "ssh"
+    SUDO = "sudo"
+
+
+class LoginLimits(_Model):
+    """Per-user limits of login-node servers (``systemd-run --user --scope`` when the node
+    has a user manager, else ``prlimit``)."""
+
+    memory: Memory | None = None
+    """Memory of one server (MB unless suffixed): MemoryMax, or RLIMIT_AS with prlimit."""
+    max_processes: Annotated[int, Field(ge=1, le=1_000_000)] | None = None
+    """TasksMax, or RLIMIT_NPROC (all processes of the user) with prlimit."""
+    servers_per_user: Annotated[int, Field(ge=1, le=64)] = 1
+    """Servers one user may run at once on one login node."""
+
+
 class LoginAccess(_Model):
     nodes: Annotated[list[LoginNode], Field(max_length=64)] = []
     ssh_ca_secret: SecretKeyRef | None = None
     known_hosts: Annotated[str, StringConstraints(max_length=65536)] | None = None
+    access: Access = Access.SSH
+    """ssh: one-shot certificates (sshCaSecret, knownHosts); sudo: the operator runs on
+    the (single) login node and uses ``sudo -u``."""
+    monitor_user: User | None = None
+    """The account that lists servers on the login nodes (default: slurm.monitorUser)."""
+    state_directory: NodePath = "/var/tmp/hpchub"  # noqa: S108 - admin-made, sticky, on the node
+    """Directory on each login node, mode 1777, made by the administrator, where each
+    server keeps its pid, tag and exit status (readable by the monitor user)."""
+    limits: LoginLimits = LoginLimits()
 
 
 class PortRange(_Model):

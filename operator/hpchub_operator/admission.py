@@ -40,7 +40,8 @@ from .registry import parse_spec
 from .settings import OperatorSettings
 
 WEBHOOK_CONFIGURATION = c.GROUP
-"""Name of the ValidatingWebhookConfiguration kopf creates and keeps up to date."""
+"""Default name of the ValidatingWebhookConfiguration kopf creates and keeps up to date
+(``OperatorSettings.webhook_configuration``)."""
 SUPERUSER_GROUP = "system:masters"
 """Kubernetes superusers bypass RBAC and may impersonate the hub anyway: refusing them would
 add no security, so they act for any HPC user like the admin group."""
@@ -222,4 +223,4 @@ def configure_webhook(kopf_settings: kopf.OperatorSettings, settings: OperatorSe
         addr=listen_address(settings.webhook_host), port=settings.webhook_port,
         host=settings.webhook_host, certfile=str(certs.certfile),
         pkeyfile=str(certs.pkeyfile), cafile=str(certs.cafile))
-    kopf_settings.admission.managed = WEBHOOK_CONFIGURATION
+    kopf_settings.admission.managed = settings.webhook_configuration

@@ -118,9 +118,17 @@ async def cluster_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await ctx.check_cluster(rt)
 
 
-@kopf.on.delete(*CLUSTERS, registry=REGISTRY, optional=True)
+@kopf.on.delete(*CLUSTERS, registry=REGISTRY)
 async def cluster_deleted(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    await _ctx(memo).clusters.drop(body["metadata"]["name"])
+    """Keep an HPCCluster (and the way to cancel its jobs) while servers still use it."""
+    ctx = _ctx(memo)
+    name = body["metadata"]["name"]
+    users = [f"{r.namespace}/{r.name}" for r in ctx.registry.by_cluster(name)]
+    if users:
+        raise kopf.TemporaryError(
+            f"{len(users)} JupyterServers still use cluster {name}: "
+            f"{', '.join(sorted(users)[:5])}", delay=10)
+    await ctx.clusters.drop(name)
 
 
 @kopf.daemon(*CLUSTERS, registry=REGISTRY, cancellation_timeout=5)

@@ -226,4 +226,5 @@ def build_request(spec: JupyterServerSpec, cluster: HPCClusterSpec, uid: str, na
         constraint=_optional("slurm.constraint", req.constraint, patterns.CONSTRAINT, 128),
         working_directory=path if not base else SLURM_CWD_FALLBACK,
         environment=checked_environment(environment),
+        login_node=_optional("login.node", spec.login.node, patterns.HOSTNAME, 253),
     )

@@ -16,6 +16,10 @@ from kubernetes_asyncio.client.rest import ApiException
 from hpchub_api import constants as c
 
 
+class SecretNotOwned(Exception):
+    """A Secret we would use exists but was not created for this object."""
+
+
 class KubeGateway:
     """Status patches, Events, Secrets."""
 
@@ -89,12 +93,25 @@ class KubeGateway:
     async def ensure_secret(self, namespace: str, name: str, key: str,
                             owner: dict[str, Any] | None = None,
                             labels: dict[str, str] | None = None) -> bytes:
-        """Read ``key`` of Secret ``name``, creating it with 32 random bytes if missing."""
+        """Read ``key`` of Secret ``name``, creating it with 32 random bytes if missing.
+
+        With an ``owner``, an existing Secret is used only if that owner owns it: a Secret
+        planted by someone else must never become a server's token."""
         try:
-            return await self.secret_value(namespace, name, key)
+            sec = await self._core.read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+        else:
+            if owner is not None and not any(
+                    ref.uid == owner["metadata"]["uid"]
+                    for ref in (sec.metadata.owner_references or [])):
+                raise SecretNotOwned(f"Secret {namespace}/{name} exists and does not belong "
+                                     f"to {owner['kind']} {owner['metadata']['name']}")
+            data = sec.data or {}
+            if key not in data:
+                raise KeyError(f"Secret {namespace}/{name} has no key {key!r}")
+            return base64.b64decode(data[key])
         value = secrets.token_hex(32).encode()
         refs = None
         if owner is not None:

@@ -56,6 +56,8 @@ def violations(spec: JupyterServerSpec, cluster: HPCClusterSpec, cluster_name: s
         out.append(f"spec.slurm.timeLimit: {limit} exceeds the limit of {pol.max_time_limit}")
     if p.time_limit_seconds(limit) == 0:
         out.append("spec.slurm.timeLimit: must be at least one minute")
+    if spec.user in ("root", cluster.slurm.monitor_user):
+        out.append(f"spec.user: servers cannot run as {spec.user!r} (a privileged account)")
     out += _target_violations(spec, cluster, name)
     if active_servers_of_user >= pol.max_servers_per_user:
         out.append(f"spec.user: {spec.user} already has {active_servers_of_user} servers on "

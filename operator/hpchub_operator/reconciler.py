@@ -20,9 +20,9 @@ from hpchub_api import constants as c
 from hpchub_api.models import JupyterServerStatus, Phase, Target
 
 from . import jobscript, lifecycle, policy
-from .backends.base import JobInfo, SlurmRejected, SlurmUnavailable
+from .backends.base import AccessRefused, JobInfo, SlurmRejected, SlurmUnavailable
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime
-from .kube import KubeGateway
+from .kube import KubeGateway, SecretNotOwned
 from .metrics import Metrics
 from .registry import ServerRecord, ServerRegistry, utcnow
 from .settings import OperatorSettings
@@ -111,8 +111,17 @@ class Reconciler:
             if rec.spec.stop:
                 await self.write(rec, lifecycle.stop_requested(rec.status, utcnow()).status)
                 return
-            rt = await self.clusters.get(rec.spec.cluster)
+            try:
+                rt = await self.clusters.get(rec.spec.cluster)
+            except ClusterConfigError as exc:
+                await self.write(rec, rec.status.model_copy(update={
+                    "reason": "ClusterUnavailable",
+                    "message": f"HPCCluster {rec.spec.cluster} cannot be used: {exc}"}))
+                raise RetryLater(str(exc), 30) from exc
             if rt is None:
+                await self.write(rec, rec.status.model_copy(update={
+                    "reason": "ClusterNotFound",
+                    "message": f"HPCCluster {rec.spec.cluster} does not exist"}))
                 raise RetryLater(f"HPCCluster {rec.spec.cluster} does not exist", 10)
             problems = policy.violations(
                 rec.spec, rt.spec, rt.name,
@@ -121,7 +130,14 @@ class Reconciler:
                 await self.write(rec, lifecycle.rejected(rec.status, "; ".join(problems),
                                                          utcnow()))
                 return
-            existing = await self._find_job(rt, rec.spec.target, rec.uid)
+            try:
+                existing = await self._find_job(rt, rec.spec.target, rec.uid)
+            except RetryLater as exc:
+                if not isinstance(exc.__cause__, AccessRefused):
+                    raise
+                await self.write(rec, lifecycle.rejected(rec.status, str(exc.__cause__),
+                                                         utcnow()))
+                return
             if existing is not None:
                 await self.write(rec, lifecycle.submitted(rec.status, existing.job_id,
                                                           utcnow(), adopted=True))
@@ -158,7 +174,12 @@ class Reconciler:
 
     async def _submit(self, rec: ServerRecord, rt: ClusterRuntime) -> None:
         assert rec.spec is not None
-        env, token_secret = await self._job_environment(rec, rt)
+        try:
+            env, token_secret = await self._job_environment(rec, rt)
+        except (SecretNotOwned, KeyError) as exc:
+            await self.write(rec, lifecycle.rejected(rec.status, str(exc).strip("'\""),
+                                                     utcnow()))
+            return
         request = jobscript.build_request(rec.spec, rt.spec, rec.uid, rec.name, env)
         began = time.monotonic()
         try:
@@ -236,9 +257,21 @@ class Reconciler:
     async def finalize(self, rec: ServerRecord) -> None:
         """On deletion: cancel, then return only once Slurm confirms the job is gone."""
         rec.deleting = True
-        rt = await self.clusters.get(rec.cluster) if rec.spec else None
-        if rt is None or rec.spec is None:
-            return  # nothing could have been submitted without a cluster
+        if rec.spec is None:
+            self.registry.forget(rec.uid)
+            return  # an invalid spec was never submitted
+        try:
+            rt = await self.clusters.get(rec.cluster)
+        except ClusterConfigError as exc:
+            rt, problem = None, str(exc)
+        else:
+            problem = f"HPCCluster {rec.cluster} does not exist"
+        if rt is None:
+            if rec.status.job_id is None:  # nothing was ever submitted for it
+                self.registry.forget(rec.uid)
+                return
+            raise RetryLater(f"cannot confirm that job {rec.status.job_id} is gone: "
+                             f"{problem}", 30)
         async with rec.lock:
             jobs = await self._list(rt, rec.spec.target)
             mine = [j for j in jobs.values()
@@ -258,7 +291,8 @@ class Reconciler:
         """One batched query per target (Slurm; login nodes) for every server of the
         cluster, whatever their number; return the next delay."""
         servers = [r for r in self.registry.by_cluster(rt.name)
-                   if r.spec and r.status.job_id and not r.status.phase.final]
+                   if r.spec and r.status.job_id
+                   and (not r.status.phase.final or r.cancel_pending)]
         jitter = self.settings.poll_jitter
         if not servers:
             return rt.interval(busy=False, jitter=jitter)
@@ -287,6 +321,7 @@ class Reconciler:
             uid = c.uid_from_comment(job.comment)
             if uid and (uid not in by_uid or not job.state.finished):
                 by_uid[uid] = job
+        await self._retry_cancels(servers, jobs)
         for rec in servers:
             await self._observe(rec, rt, by_uid.get(rec.uid), listing_began)
 
@@ -305,11 +340,29 @@ class Reconciler:
                 missing_polls=rec.missing_polls,
                 start_timeout=rt.spec.launcher.start_timeout_seconds + 30)
             if decision.cancel and job is not None:
-                try:
-                    await self._cancel(rec, job.job_id)
-                except RetryLater:
-                    log.warning("cancel of job %s deferred: Slurm unreachable", job.job_id)
+                await self._cancel_or_defer(rec, job.job_id)
             await self.write(rec, decision.status)
+
+    async def _cancel_or_defer(self, rec: ServerRecord, job_id: str) -> None:
+        """Cancel now, or remember to retry at the next poll (a server we ended must not
+        keep its job running until the walltime)."""
+        try:
+            await self._cancel(rec, job_id)
+        except RetryLater:
+            log.warning("cancel of job %s deferred: Slurm unreachable", job_id)
+            rec.cancel_pending = job_id
+        else:
+            rec.cancel_pending = None
+
+    async def _retry_cancels(self, servers: list[ServerRecord], jobs: dict[str, JobInfo]
+                             ) -> None:
+        for rec in servers:
+            job = jobs.get(rec.cancel_pending or "")
+            if rec.cancel_pending and (job is None or job.state.finished):
+                rec.cancel_pending = None
+            elif rec.cancel_pending:
+                async with rec.lock:
+                    await self._cancel_or_defer(rec, rec.cancel_pending)
 
     async def _unreachable(self, rt: ClusterRuntime, servers: list[ServerRecord],
                            error: str) -> None:
@@ -335,10 +388,7 @@ class Reconciler:
             if report.failure is not None:
                 decision = lifecycle.start_failed(rec.status, report.failure, now)
                 if decision.cancel and rec.status.job_id:
-                    try:
-                        await self._cancel(rec, rec.status.job_id)
-                    except RetryLater:
-                        log.warning("cancel deferred for %s: Slurm unreachable", uid)
+                    await self._cancel_or_defer(rec, rec.status.job_id)
                 await self.write(rec, decision.status)
                 return
             assert report.port is not None

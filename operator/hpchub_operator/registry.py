@@ -31,6 +31,8 @@ class ServerRecord:
     status: JupyterServerStatus
     deleting: bool = False
     missing_polls: int = 0
+    cancel_pending: str | None = None
+    """A job id whose cancel failed (Slurm unreachable); retried at every poll."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property

@@ -50,6 +50,9 @@ class OperatorSettings(BaseModel):
     """Address the API server calls the webhook at (certificate SAN)."""
     webhook_cert_dir: str | None = None
     """Directory with tls.crt/tls.key/ca.crt for the webhook (generated if None)."""
+    webhook_configuration: str = "hpchub.io"
+    """Name of the Validating/MutatingWebhookConfiguration kopf keeps up to date (the Helm
+    chart pre-creates it under its release's name so that uninstalling removes it)."""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> OperatorSettings:

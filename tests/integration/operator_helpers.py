@@ -33,7 +33,8 @@ def get_server(kube: KubeClient, name: str) -> dict[str, Any]:
 def events(kube: KubeClient, name: str) -> list[dict[str, Any]]:
     items = kube.get(f"/api/v1/namespaces/{NS}/events",
                      fieldSelector=f"involvedObject.name={name}")["items"]
-    return sorted(items, key=lambda e: e.get("firstTimestamp") or "")
+    # Timestamps have one-second resolution; etcd's revisions give the real order.
+    return sorted(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
 
 def describe(kube: KubeClient, name: str) -> str:

@@ -145,6 +145,8 @@ class JobRequest:
     output: str = "/dev/null"
     environment: Mapping[str, str] = field(default_factory=dict)
     """Variables for the job only (the user's own tokens); never written into the script."""
+    login_node: str | None = None
+    """Login-node servers: the node asked for (None: the backend picks one)."""
 
 
 class BackendError(Exception):
@@ -153,6 +155,11 @@ class BackendError(Exception):
 
 class SlurmUnavailable(BackendError):
     """Slurm did not answer (timeout, controller down, connection refused): state unknown."""
+
+
+class AccessRefused(SlurmUnavailable):
+    """The operator refused to act on the cluster (e.g. a login node's host key changed):
+    nothing is known, and only an administrator can fix it."""
 
 
 class SlurmRejected(BackendError):
