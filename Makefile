@@ -5,7 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: help deps venv apiserver lint test unit integration crds demo bench clean
+.PHONY: help deps venv apiserver lint test unit integration crds demo bench clean \
+	kind-demo kind-demo-down
 
 help:
 	@echo "make demo   - install what is missing and run the local portal (real stack)"
@@ -13,6 +14,7 @@ help:
 	@echo "make lint   - ruff, mypy, import contracts"
 	@echo "make crds   - regenerate crds/ from the typed models"
 	@echo "make bench  - benchmarks (BENCH_MODE=quick|full)"
+	@echo "make kind-demo - the Helm chart on a local kind cluster (needs Docker, kind, kubectl)"
 
 deps:
 	bash scripts/install-deps.sh
@@ -48,11 +50,20 @@ test: deps venv apiserver lint
 
 crds: venv
 	$(BIN)/hpchub crds --out crds
+	$(BIN)/python scripts/sync-chart.py
 
 demo: deps venv apiserver
 	$(BIN)/hpchub demo
 
+# The Helm path on kind: cluster, images, mini HPC, chart (docs/helm.md).
+kind-demo:
+	bash scripts/kind-demo.sh up
+
+kind-demo-down:
+	bash scripts/kind-demo.sh down
+
 bench: deps venv apiserver
+	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks $${BENCH_MODE:+--mode $$BENCH_MODE}
 
 clean:

@@ -36,6 +36,12 @@ def _operator(args: argparse.Namespace) -> int:
     return run_operator()
 
 
+def _demo(args: argparse.Namespace) -> int:
+    from hpchub_stack.demo import run_demo
+
+    return run_demo()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hpchub", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -44,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     crds.set_defaults(func=_crds)
     op = sub.add_parser("operator", help="run the operator (settings from HPCHUB_* env)")
     op.set_defaults(func=_operator)
+    demo = sub.add_parser("demo", help="run the whole system locally (needs root)")
+    demo.set_defaults(func=_demo)
     return parser
 
 

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from hpchub_api.models import Backend, HPCClusterSpec, Target
 
 from . import callback
+from .backends import factory
 from .backends.base import SlurmBackend, SlurmUnavailable
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime, cluster_status
 from .kube import KubeGateway
@@ -112,10 +113,18 @@ class OperatorContext:
 
     async def _make_backend(self, name: str, spec: HPCClusterSpec, target: Target
                             ) -> SlurmBackend:
-        if target == Target.LOGIN:
-            raise ClusterConfigError("login-node servers are not available in this build")
-        if spec.slurm.backend != Backend.REST:
-            raise ClusterConfigError(f"backend {spec.slurm.backend.value!r} is not available")
+        login = target == Target.LOGIN
+        if login or spec.slurm.backend in (Backend.SSH, Backend.SUDO):
+            ca_key, ca_ref = None, spec.login.ssh_ca_secret
+            if factory.needs_ssh_ca(spec, login) and ca_ref is not None:
+                ca_key = await self.kube.secret_value(ca_ref.namespace, ca_ref.name,
+                                                      ca_ref.key)
+            timeout = max(self.settings.slurm_timeout, 30.0)  # an SSH login per command
+            try:
+                return (factory.login_backend(spec, ca_key, timeout) if login
+                        else factory.cli_backend(spec, ca_key, timeout))
+            except (factory.BackendConfigError, ValueError) as exc:
+                raise ClusterConfigError(str(exc)) from exc
         from .backends.rest import SlurmRestBackend
 
         ref = spec.slurm.jwt_key_secret

@@ -131,7 +131,7 @@ class Reconciler:
                                                          utcnow()))
                 return
             try:
-                existing = await self._find_job(rt, rec.spec.target, rec.uid)
+                existing = await self._find_job(rt, rec)
             except RetryLater as exc:
                 if not isinstance(exc.__cause__, AccessRefused):
                     raise
@@ -144,9 +144,10 @@ class Reconciler:
                 return
             await self._submit(rec, rt)
 
-    async def _find_job(self, rt: ClusterRuntime, target: Target, uid: str) -> JobInfo | None:
-        jobs = await self._list(rt, target)
-        mine = [j for j in jobs.values() if j.comment == c.job_comment(uid)]
+    async def _find_job(self, rt: ClusterRuntime, rec: ServerRecord) -> JobInfo | None:
+        assert rec.spec is not None
+        jobs = await self._list(rt, rec.spec.target)
+        mine = [j for j in jobs.values() if owned(j, rec)]
         live = [j for j in mine if not j.state.finished]
         candidates = live or mine
         return candidates[-1] if candidates else None
@@ -273,9 +274,14 @@ class Reconciler:
             raise RetryLater(f"cannot confirm that job {rec.status.job_id} is gone: "
                              f"{problem}", 30)
         async with rec.lock:
-            jobs = await self._list(rt, rec.spec.target)
-            mine = [j for j in jobs.values()
-                    if j.comment == c.job_comment(rec.uid) and not j.state.finished]
+            try:
+                jobs = await self._list(rt, rec.spec.target)
+            except RetryLater as exc:
+                never_submitted = rec.status.job_id is None and rec.status.phase.final
+                if not (isinstance(exc.__cause__, AccessRefused) and never_submitted):
+                    raise
+                jobs = {}  # refused to connect before any submission: nothing to cancel
+            mine = [j for j in jobs.values() if owned(j, rec) and not j.state.finished]
             for job in mine:
                 await self._cancel(rec, job.job_id)
             if mine:
@@ -316,14 +322,15 @@ class Reconciler:
             log.warning("cluster %s: %s", rt.name, exc)
             return
         rt.unreachable_since, rt.last_error = None, ""
-        by_uid: dict[str, JobInfo] = {}
+        by_uid: dict[str, list[JobInfo]] = {}
         for job in jobs.values():
             uid = c.uid_from_comment(job.comment)
-            if uid and (uid not in by_uid or not job.state.finished):
-                by_uid[uid] = job
+            if uid:
+                by_uid.setdefault(uid, []).append(job)
         await self._retry_cancels(servers, jobs)
         for rec in servers:
-            await self._observe(rec, rt, by_uid.get(rec.uid), listing_began)
+            await self._observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
+                                listing_began)
 
     async def _observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
                        listing_began: dt.datetime) -> None:
@@ -396,7 +403,7 @@ class Reconciler:
             if rt is None:
                 return
             if rec.status.job_id is None:  # reported before this operator adopted the job
-                job = await self._find_job(rt, rec.spec.target, rec.uid)
+                job = await self._find_job(rt, rec)
                 if job is None:
                     raise RetryLater("no Slurm job carries this server's tag", 2)
                 await self.write(rec, lifecycle.submitted(rec.status, job.job_id, now,
@@ -425,10 +432,9 @@ class Reconciler:
         """The address of the job's batch node, from Slurm's allocation (or the login node
         the process was started on) — never from the report."""
         assert rec.spec is not None
-        job = next((j for j in rt.last_jobs.values()
-                    if j.comment == c.job_comment(rec.uid) and j.nodes), None)
+        job = next((j for j in rt.last_jobs.values() if owned(j, rec) and j.nodes), None)
         if job is None:
-            job = await self._find_job(rt, rec.spec.target, rec.uid)
+            job = await self._find_job(rt, rec)
         if job is None or not job.first_node:
             raise RetryLater("the job has no node allocated yet", 2)
         node = job.first_node
@@ -451,3 +457,21 @@ class Reconciler:
 def _target_of(job: JobInfo) -> Target:
     """Login-node processes carry ids that start with ``login:``."""
     return Target.LOGIN if job.job_id.startswith("login:") else Target.SLURM
+
+
+def owned(job: JobInfo, rec: ServerRecord) -> bool:
+    """The job carries this server's tag AND runs as its user: anyone can put any comment
+    on their own job, so a tag alone must never make a job (or its node) ours."""
+    return (rec.spec is not None and job.comment == c.job_comment(rec.uid)
+            and job.user == rec.spec.user)
+
+
+def pick_job(candidates: list[JobInfo], rec: ServerRecord) -> JobInfo | None:
+    """The server's job among those tagged with its uid: its user's, live first."""
+    mine = [j for j in candidates if owned(j, rec)]
+    if len(mine) < len(candidates):
+        log.warning("%s/%s: ignoring %d job(s) tagged with its uid but owned by another user",
+                    rec.namespace, rec.name, len(candidates) - len(mine))
+    live = [j for j in mine if not j.state.finished]
+    chosen = live or mine
+    return chosen[-1] if chosen else None

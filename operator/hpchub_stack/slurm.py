@@ -66,6 +66,8 @@ class SlurmConfig:
     root: Path
     gpus: int = 2
     gpu_type: str = "fake"
+    node_addr: str = "127.0.0.1"
+    """Address of the controller and the node (a pod IP in the kind demo's mini HPC)."""
 
     @property
     def munge_socket(self) -> Path:
@@ -77,13 +79,13 @@ class SlurmConfig:
 
 
 def render_slurm_conf(cfg: SlurmConfig) -> str:
-    """The text of slurm.conf for a single node named ``cfg.nodename`` on 127.0.0.1."""
+    """The text of slurm.conf for a single node named ``cfg.nodename`` at ``cfg.node_addr``."""
     r = cfg.root
     mem_per_cpu = max(1, min(1024, cfg.real_memory_mb // max(1, cfg.cpus)))
     gres = f" Gres=gpu:{cfg.gpu_type}:{cfg.gpus}" if cfg.gpus else ""
     lines = [
         "ClusterName=hpchub",
-        f"SlurmctldHost={cfg.nodename}(127.0.0.1)",
+        f"SlurmctldHost={cfg.nodename}({cfg.node_addr})",
         f"SlurmctldPort={cfg.ctld_port}",
         f"SlurmdPort={cfg.slurmd_port}",
         "SlurmUser=root",
@@ -119,7 +121,7 @@ def render_slurm_conf(cfg: SlurmConfig) -> str:
         "InactiveLimit=0",
         "MinJobAge=300",
         "GresTypes=gpu" if cfg.gpus else "",
-        f"NodeName={cfg.nodename} NodeAddr=127.0.0.1 CPUs={cfg.cpus} "
+        f"NodeName={cfg.nodename} NodeAddr={cfg.node_addr} CPUs={cfg.cpus} "
         f"RealMemory={cfg.real_memory_mb}{gres} State=UNKNOWN",
     ]
     for p in cfg.partitions:

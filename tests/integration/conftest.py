@@ -20,6 +20,7 @@ pytest_plugins = [
     "tests.integration.fixtures_operator",
     "tests.integration.fixtures_backends",
     "tests.integration.fixtures_launcher",
+    "tests.integration.fixtures_hub",
 ]
 
 
