@@ -14,7 +14,6 @@ Only the parts between the named markers are rewritten; the rest of the page is 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import inspect
 import sys
@@ -24,7 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
+SCRIPTS = str(Path(__file__).resolve().parent)
+if SCRIPTS not in sys.path:  # scripts/ is not a package, and tests import this file by path
+    sys.path.insert(0, SCRIPTS)
+from docgen_common import ROOT, rewrite_or_check  # noqa: E402
+
 OPERATOR = ROOT / "operator" / "hpchub_operator"
 PAGE = ROOT / "docs" / "operator-configuration.md"
 METRIC_SOURCES = (OPERATOR / "metrics.py", OPERATOR / "callback.py")
@@ -183,19 +186,8 @@ def wanted(page: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--check", action="store_true", help="exit 1 if the page is stale")
-    args = parser.parse_args(argv)
-    current = PAGE.read_text()
-    new = wanted(current)
-    if args.check:
-        if new != current:
-            print(f"{PAGE.relative_to(ROOT)} is stale: run scripts/gen_operator_docs.py",
-                  file=sys.stderr)
-            return 1
-        return 0
-    PAGE.write_text(new)
-    return 0
+    return rewrite_or_check(argv, description=__doc__.split("\n", 1)[0], page=PAGE,
+                            script=__file__, wanted=wanted)
 
 
 if __name__ == "__main__":

@@ -11,18 +11,12 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
-from .process import ManagedProcess, free_port, log_tail
+from .process import ManagedProcess, free_port, http_ok, log_tail
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "hub" / "jupyterhub_config.py"
-
-
-def http_ok(url: str, timeout: float = 2.0) -> bool:
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return int(resp.status) == 200
 
 
 class JupyterHubProcess:
@@ -74,7 +68,8 @@ class JupyterHubProcess:
         return env
 
     def _ready(self) -> bool:
-        return http_ok(f"{self.hub_url}/hub/health") and http_ok(f"{self.public_url}/hub/health")
+        return (http_ok(f"{self.hub_url}/hub/health", timeout=2.0)
+                and http_ok(f"{self.public_url}/hub/health", timeout=2.0))
 
     def start(self) -> None:
         """Start the hub; block until it answers directly and through Traefik."""

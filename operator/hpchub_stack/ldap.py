@@ -21,7 +21,8 @@ from pathlib import Path
 
 import ldap3
 
-from .process import ManagedProcess, ServiceError, free_port, log_tail, run
+from .base import OneProcessService
+from .process import ServiceError, free_port, fresh_dir, run
 from .users import GROUP, PROJECTS, USERS, HPCUser
 
 SCHEMA_DIR = Path("/etc/ldap/schema")
@@ -46,10 +47,11 @@ def group_gid(name: str, fallback: int) -> int:
         return fallback
 
 
-class LdapDirectory:
+class LdapDirectory(OneProcessService):
     """slapd on 127.0.0.1 with the demo users; implements the stack's Service protocol."""
 
     name = "ldap"
+    log_names = ("slapd.log",)
 
     def __init__(
         self,
@@ -74,7 +76,6 @@ class LdapDirectory:
         self.reader_password = secrets.token_urlsafe(16)
         self.port = port
         self.ready_timeout = ready_timeout
-        self._proc: ManagedProcess | None = None
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -102,9 +103,8 @@ class LdapDirectory:
         shutil.chown(self.dir / "data", "openldap", "openldap")
         for path in (self.dir / "data").iterdir():
             shutil.chown(path, "openldap", "openldap")
-        self._proc = ManagedProcess(
-            name=self.name,
-            argv=[
+        self._start_process(
+            [
                 SLAPD,
                 "-f",
                 str(conf),
@@ -117,27 +117,14 @@ class LdapDirectory:
                 "-d",
                 "stats",
             ],
-            log_path=self.dir / "slapd.log",
             ready=self._reader_can_bind,
-            ready_timeout=self.ready_timeout,
         )
-        self._proc.start()
-
-    def stop(self) -> None:
-        """Stop slapd (TERM, then KILL); idempotent."""
-        if self._proc is not None:
-            self._proc.stop()
-
-    def logs(self) -> dict[str, str]:
-        """Tail of slapd's log."""
-        return {"slapd.log": log_tail(self.dir / "slapd.log")}
 
     # -- configuration ----------------------------------------------------------------------
 
     def _prepare_dirs(self) -> None:
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        (self.dir / "data").mkdir(parents=True)
+        fresh_dir(self.dir)
+        (self.dir / "data").mkdir()
         (self.dir / "run").mkdir()
         shutil.chown(self.dir / "run", "openldap", "openldap")
         self.dir.chmod(0o755)

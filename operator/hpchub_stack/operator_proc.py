@@ -7,7 +7,7 @@ import sys
 import urllib.request
 from pathlib import Path
 
-from .process import ManagedProcess, free_port, log_tail
+from .process import ManagedProcess, free_port, http_ok, log_tail
 
 
 class OperatorProcess:
@@ -48,9 +48,7 @@ class OperatorProcess:
         return env
 
     def _ready(self) -> bool:
-        url = f"http://127.0.0.1:{self.metrics_port}/readyz"
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return bool(resp.status == 200)
+        return http_ok(f"http://127.0.0.1:{self.metrics_port}/readyz", timeout=2)
 
     def start(self) -> None:
         """Start the operator and wait until its callback and metrics servers are up."""

@@ -19,17 +19,19 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from .process import ManagedProcess, ServiceError, free_port, log_tail
+from .base import OneProcessService
+from .process import ServiceError, free_port, log_tail
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 OS_USER = "postgres"
 SUPERUSER = "postgres"
 
 
-class Postgres:
+class Postgres(OneProcessService):
     """A throw-away PostgreSQL server with one database and one password role."""
 
     name = "postgres"
+    log_names = ("postgres.log", "initdb.log")
 
     def __init__(
         self,
@@ -51,14 +53,8 @@ class Postgres:
         self.port = port
         self.bin_dir = bin_dir
         self.ready_timeout = ready_timeout
-        self._proc: ManagedProcess | None = None
 
     # -- public surface ---------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The TCP address the server listens on."""
-        return "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -81,9 +77,8 @@ class Postgres:
         if self.port is None:
             self.port = free_port()
         self._initdb()
-        self._proc = ManagedProcess(
-            name=self.name,
-            argv=[
+        self._start_process(
+            [
                 str(self.bin_dir / "postgres"),
                 "-D",
                 str(self.data_dir),
@@ -98,13 +93,10 @@ class Postgres:
                 "-c",
                 "full_page_writes=off",
             ],
-            log_path=self.dir / "postgres.log",
+            ready=self._superuser_can_connect,
             cwd=self.dir,
             user=OS_USER,
-            ready=self._superuser_can_connect,
-            ready_timeout=self.ready_timeout,
         )
-        self._proc.start()
         self._create_database()
 
     def stop(self) -> None:
@@ -117,10 +109,6 @@ class Postgres:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.proc.wait(timeout=10)
         proc.stop()
-
-    def logs(self) -> dict[str, str]:
-        """Tails of the server log and of initdb's output."""
-        return {name: log_tail(self.dir / name) for name in ("postgres.log", "initdb.log")}
 
     # -- steps ------------------------------------------------------------------------------
 

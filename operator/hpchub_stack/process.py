@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +40,19 @@ def tcp_open(host: str, port: int, timeout: float = 0.5) -> bool:
             return True
     except OSError:
         return False
+
+
+def http_ok(url: str, timeout: float = 1.0) -> bool:
+    """True when a GET on url answers 200."""
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return int(resp.status) == 200
+
+
+def fresh_dir(path: Path, mode: int = 0o777) -> None:
+    """Make ``path`` (and its parents) anew and empty, removing what was there."""
+    if path.exists():
+        shutil.rmtree(path)
+    path.mkdir(mode=mode, parents=True)
 
 
 def log_tail(path: Path, lines: int = 60) -> str:

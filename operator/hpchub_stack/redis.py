@@ -8,11 +8,11 @@ RESP ``PING`` over a plain socket, so the stack itself does not need redis-py.
 from __future__ import annotations
 
 import secrets
-import shutil
 import socket
 from pathlib import Path
 
-from .process import ManagedProcess, ServiceError, free_port, log_tail
+from .base import OneProcessService
+from .process import ServiceError, free_port, fresh_dir
 
 
 def resp_command(*args: str) -> bytes:
@@ -35,10 +35,11 @@ def redis_ping(host: str, port: int, password: str | None, timeout: float = 1.0)
         return sock.recv(64).startswith(b"+PONG")
 
 
-class Redis:
+class Redis(OneProcessService):
     """redis-server on 127.0.0.1; implements the stack's Service protocol."""
 
     name = "redis"
+    log_names = ("redis.log",)
 
     def __init__(
         self,
@@ -56,12 +57,6 @@ class Redis:
         self.port = port
         self.binary = binary
         self.ready_timeout = ready_timeout
-        self._proc: ManagedProcess | None = None
-
-    @property
-    def host(self) -> str:
-        """The address the server listens on."""
-        return "127.0.0.1"
 
     @property
     def url(self) -> str:
@@ -82,19 +77,13 @@ class Redis:
         """Start redis-server and block until it answers PING."""
         if self.port is None:
             self.port = free_port()
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        fresh_dir(self.dir)
         port = self.port
-        self._proc = ManagedProcess(
-            name=self.name,
-            argv=self._argv(),
-            log_path=self.dir / "redis.log",
-            cwd=self.dir,
+        self._start_process(
+            self._argv(),
             ready=lambda: redis_ping(self.host, port, self.password),
-            ready_timeout=self.ready_timeout,
+            cwd=self.dir,
         )
-        self._proc.start()
 
     def _argv(self) -> list[str]:
         """A config file (0600, so the password is not on the command line) plus argv."""
@@ -112,12 +101,3 @@ class Redis:
         conf.write_text("\n".join(lines) + "\n")
         conf.chmod(0o600)
         return [self.binary, str(conf)]
-
-    def stop(self) -> None:
-        """Stop redis-server (TERM, then KILL); idempotent."""
-        if self._proc is not None:
-            self._proc.stop()
-
-    def logs(self) -> dict[str, str]:
-        """Tail of the server's log."""
-        return {"redis.log": log_tail(self.dir / "redis.log")}

@@ -10,13 +10,13 @@ accounts created without a password are "locked" and refused when PAM is off.
 from __future__ import annotations
 
 import itertools
-import shutil
 import socket
 import tempfile
 import time
 from pathlib import Path
 
-from .process import ManagedProcess, ServiceError, free_port, log_tail, run
+from .base import OneProcessService
+from .process import ServiceError, free_port, fresh_dir, run
 
 SSHD = "/usr/sbin/sshd"  # sshd re-executes itself: it must be started by absolute path
 PRIVSEP_DIR = Path("/run/sshd")
@@ -36,10 +36,11 @@ def generate_ed25519(path: Path, comment: str) -> str:
     return path.with_name(path.name + ".pub").read_text().strip()
 
 
-class SSHServer:
+class SSHServer(OneProcessService):
     """sshd on 127.0.0.1 with certificate-only logins; implements the Service protocol."""
 
     name = "sshd"
+    log_names = ("sshd.log",)
 
     def __init__(self, root: Path, *, port: int | None = None, ready_timeout: float = 30.0) -> None:
         self.dir = root / self.name
@@ -50,14 +51,8 @@ class SSHServer:
         self.config_path = self.dir / "sshd_config"
         self.ca_public_key = ""
         self.host_public_key = ""
-        self._proc: ManagedProcess | None = None
 
     # -- public surface ---------------------------------------------------------------------
-
-    @property
-    def host(self) -> str:
-        """The address sshd listens on."""
-        return "127.0.0.1"
 
     @property
     def known_hosts_line(self) -> str:
@@ -71,32 +66,17 @@ class SSHServer:
         """Make the keys and config, check the config with ``sshd -t`` and start sshd."""
         if self.port is None:
             self.port = free_port()
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(mode=0o755, parents=True)
+        fresh_dir(self.dir, mode=0o755)
         PRIVSEP_DIR.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.host_public_key = generate_ed25519(self.host_key_path, "hpchub-stack-host")
         self.ca_public_key = generate_ed25519(self.ca_private_key_path, "hpchub-stack-user-ca")
         self.config_path.write_text(self.sshd_config())
         run([SSHD, "-t", "-f", str(self.config_path)])
         port = self.port
-        self._proc = ManagedProcess(
-            name=self.name,
-            argv=[SSHD, "-D", "-e", "-f", str(self.config_path)],
-            log_path=self.dir / "sshd.log",
+        self._start_process(
+            [SSHD, "-D", "-e", "-f", str(self.config_path)],
             ready=lambda: ssh_banner(self.host, port),
-            ready_timeout=self.ready_timeout,
         )
-        self._proc.start()
-
-    def stop(self) -> None:
-        """Stop the listening sshd (TERM, then KILL); idempotent."""
-        if self._proc is not None:
-            self._proc.stop()
-
-    def logs(self) -> dict[str, str]:
-        """Tail of sshd's log."""
-        return {"sshd.log": log_tail(self.dir / "sshd.log")}
 
     def sign_user_key(
         self, public_key: str, principal: str, validity: str = "-1m:+5m", key_id: str | None = None

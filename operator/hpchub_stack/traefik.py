@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import shutil
 import sys
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .process import ManagedProcess, ServiceError, free_port, log_tail
+from .base import OneProcessService
+from .process import ServiceError, free_port, fresh_dir, http_ok
 from .redis import Redis
 
 REDIS_ROOT_KEY = "traefik"
@@ -32,16 +32,11 @@ def find_traefik() -> str:
     return found
 
 
-def http_ok(url: str, timeout: float = 1.0) -> bool:
-    """True when a GET on url answers 200."""
-    with urllib.request.urlopen(url, timeout=timeout) as resp:
-        return int(resp.status) == 200
-
-
-class Traefik:
+class Traefik(OneProcessService):
     """A traefik process on 127.0.0.1; implements the stack's Service protocol."""
 
     name = "traefik"
+    log_names = ("traefik.log", "access.log")
 
     def __init__(
         self,
@@ -63,7 +58,6 @@ class Traefik:
         self.api_port = api_port
         self.binary = binary
         self.ready_timeout = ready_timeout
-        self._proc: ManagedProcess | None = None
 
     # -- public surface ---------------------------------------------------------------------
 
@@ -95,32 +89,17 @@ class Traefik:
         """Write the static config and start traefik; block until /ping answers 200."""
         self.web_port = self.web_port or free_port()
         self.api_port = self.api_port or free_port()
-        if self.dir.exists():
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True)
+        fresh_dir(self.dir)
         if self.dynamic_dir is not None:
             self.dynamic_dir.mkdir()
         self.config_path.write_text(yaml.safe_dump(self.static_config(), sort_keys=False))
         self.config_path.chmod(0o600)
         ping_url = self.ping_url
-        self._proc = ManagedProcess(
-            name=self.name,
-            argv=[self.binary or find_traefik(), f"--configFile={self.config_path}"],
-            log_path=self.dir / "traefik.log",
-            cwd=self.dir,
+        self._start_process(
+            [self.binary or find_traefik(), f"--configFile={self.config_path}"],
             ready=lambda: http_ok(ping_url),
-            ready_timeout=self.ready_timeout,
+            cwd=self.dir,
         )
-        self._proc.start()
-
-    def stop(self) -> None:
-        """Stop traefik (TERM, then KILL); idempotent."""
-        if self._proc is not None:
-            self._proc.stop()
-
-    def logs(self) -> dict[str, str]:
-        """Tails of traefik's log and access log."""
-        return {name: log_tail(self.dir / name) for name in ("traefik.log", "access.log")}
 
     # -- configuration ----------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from hpchub_stack.kubeclient import KubeClient
 from hpchub_stack.slurm import SlurmCluster
 
 from .fixtures_hub import HUB_NS
-from .operator_helpers import job_state, slurm_jobs
+from .operator_helpers import job_state, poll_until, slurm_jobs
 
 SERVERS = f"/apis/{c.API_VERSION}/namespaces/{HUB_NS}/{c.SERVER_PLURAL}"
 LIVE_JOB_STATES = {"PENDING", "RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED"}
@@ -98,12 +98,8 @@ class HubUser:
         return (model.get("servers") or {}).get(server)
 
     def wait_stopped(self, server: str = "", limit: float = 120) -> None:
-        deadline = time.monotonic() + limit
-        while time.monotonic() < deadline:
-            if self.server_model(server) is None:
-                return
-            time.sleep(0.5)
-        raise AssertionError(f"{self.login}/{server!r} still listed after {limit}s")
+        poll_until(lambda: self.server_model(server) is None, limit,
+                   lambda: f"{self.login}/{server!r} still listed after {limit}s", interval=0.5)
 
 
 def cr_name(user: str, server: str = "") -> str:
@@ -116,12 +112,8 @@ def server_object(kube: KubeClient, user: str, server: str = "") -> dict[str, An
 
 
 def wait_gone(kube: KubeClient, name: str, limit: float = 90) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not kube.exists(f"{SERVERS}/{name}"):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{name} still exists: {kube.get(f'{SERVERS}/{name}').get('status')}")
+    poll_until(lambda: not kube.exists(f"{SERVERS}/{name}"), limit,
+               lambda: f"{name} still exists: {kube.get(f'{SERVERS}/{name}').get('status')}")
 
 
 def live_jobs(slurm: SlurmCluster, uid: str) -> list[dict[str, Any]]:
@@ -129,9 +121,5 @@ def live_jobs(slurm: SlurmCluster, uid: str) -> list[dict[str, Any]]:
 
 
 def wait_no_live_job(slurm: SlurmCluster, uid: str, limit: float = 60) -> None:
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        if not live_jobs(slurm, uid):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"Slurm job of {uid} still alive: {live_jobs(slurm, uid)}")
+    poll_until(lambda: not live_jobs(slurm, uid), limit,
+               lambda: f"Slurm job of {uid} still alive: {live_jobs(slurm, uid)}", interval=0.5)

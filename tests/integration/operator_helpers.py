@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from hpchub_api import constants as c
@@ -12,6 +13,18 @@ from hpchub_stack.slurm import SlurmCluster
 
 NS = "default"
 SERVERS = f"/apis/{c.API_VERSION}/namespaces/{NS}/{c.SERVER_PLURAL}"
+
+
+def poll_until(done: Callable[[], bool], limit: float, failure: Callable[[], str],
+               interval: float = 0.3) -> None:
+    """Call ``done`` every ``interval`` seconds until it is true; after ``limit`` seconds
+    fail with ``failure()`` (computed then, so it shows the state at the deadline)."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if done():
+            return
+        time.sleep(interval)
+    raise AssertionError(failure())
 
 
 def server_manifest(name: str, user: str = "alice", **spec: Any) -> dict[str, Any]:
@@ -63,12 +76,8 @@ def wait_phase(kube: KubeClient, name: str, phases: set[str], timeout: float = 1
 
 
 def wait_gone(kube: KubeClient, name: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not kube.exists(f"{SERVERS}/{name}"):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"{name} still exists (finalizer?):\n{describe(kube, name)}")
+    poll_until(lambda: not kube.exists(f"{SERVERS}/{name}"), timeout,
+               lambda: f"{name} still exists (finalizer?):\n{describe(kube, name)}")
 
 
 def delete_server(kube: KubeClient, name: str) -> None:

@@ -34,6 +34,7 @@ from .operator_helpers import (
     delete_server,
     describe,
     http_status,
+    poll_until,
     wait_gone,
     wait_phase,
 )
@@ -110,12 +111,8 @@ def processes_of(pid: int, uid: str) -> list[str]:
 
 
 def wait_no_processes(pid: int, uid: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not processes_of(pid, uid):
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"processes left behind: {processes_of(pid, uid)}")
+    poll_until(lambda: not processes_of(pid, uid), timeout,
+               lambda: f"processes left behind: {processes_of(pid, uid)}")
 
 
 def login_server(kube: KubeClient, name: str, cluster: str = CLUSTER) -> dict[str, Any]:

@@ -23,15 +23,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from hpchub_api import patterns
 
-from ..runners import CommandResult, CommandRunner, HostKeyMismatch, RunnerError
+from ..runners import CommandResult, CommandRunner
 from . import rest
 from .base import (
-    AccessRefused,
     BackendError,
     ClusterFacts,
     JobInfo,
@@ -40,9 +39,10 @@ from .base import (
     SlurmRejected,
     SlurmUnavailable,
 )
+from .common import parsed, run_command
 
-P = ParamSpec("P")
-T = TypeVar("T")
+_UNREADABLE = "Slurm output"
+"""What an unreadable answer is called in SlurmUnavailable's message."""
 
 ENV_THEN_EXEC = """\
 IFS= read -r hpchub_n || exit 97
@@ -323,8 +323,8 @@ class SlurmCliBackend:
         parts = await self._checked(self._monitor_user,
                                     ["scontrol", "--oneliner", "show", "partition"],
                                     "list partitions")
-        body = checked_json(parse_json_or_raise(sinfo.text), "sinfo")
-        return self._parsed(parse_cluster_facts, body, parts.text)
+        body = checked_json(parsed(_UNREADABLE, parse_json, sinfo.text), "sinfo")
+        return parsed(_UNREADABLE, parse_cluster_facts, body, parts.text)
 
     async def submit(self, request: JobRequest) -> str:
         """Submit a batch job as ``request.user``; return the job id."""
@@ -335,14 +335,14 @@ class SlurmCliBackend:
         error = classify(what, result)
         if error is not None:
             raise error
-        return self._parsed(parse_sbatch, result.text)
+        return parsed(_UNREADABLE, parse_sbatch, result.text)
 
     async def jobs(self, tag_prefix: str) -> dict[str, JobInfo]:
         """All jobs whose comment starts with ``tag_prefix``, by job id, in ONE query."""
         result = await self._checked(self._monitor_user, ["squeue", "--json", "--all"],
                                      "list jobs")
-        body = checked_json(self._parsed(parse_json, result.text), "list jobs")
-        return self._parsed(rest.parse_jobs, body, tag_prefix)
+        body = checked_json(parsed(_UNREADABLE, parse_json, result.text), "list jobs")
+        return parsed(_UNREADABLE, rest.parse_jobs, body, tag_prefix)
 
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel a job as its user; a job that is already gone is not an error."""
@@ -368,7 +368,7 @@ class SlurmCliBackend:
         error = classify(what, result)
         if error is not None:
             raise error
-        return self._parsed(parse_node_address, result.text, node)
+        return parsed(_UNREADABLE, parse_node_address, result.text, node)
 
     async def close(self) -> None:
         """Release connections."""
@@ -385,30 +385,6 @@ class SlurmCliBackend:
 
     async def _run(self, user: str, argv: list[str], what: str, stdin: bytes | None = None,
                    *, refuse_on_host_key: bool = False) -> CommandResult:
-        try:
-            return await self._runner.run(user, argv, stdin=stdin,
-                                          max_seconds=self._timeout)
-        except ValueError as exc:
-            raise SlurmRejected(f"{what}: {exc}") from exc
-        except HostKeyMismatch as exc:
-            if refuse_on_host_key:
-                raise SlurmRejected(f"{what}: {exc}") from exc
-            raise AccessRefused(f"{what}: {exc}") from exc
-        except RunnerError as exc:
-            raise SlurmUnavailable(f"{what}: {exc}") from exc
-
-    @staticmethod
-    def _parsed(parser: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run an output parser; output it cannot read leaves the state unknown."""
-        try:
-            return parser(*args, **kwargs)
-        except ValueError as exc:
-            raise SlurmUnavailable(f"unreadable Slurm output: {exc}") from exc
-
-
-def parse_json_or_raise(text: str) -> Any:
-    """JSON output, or SlurmUnavailable when the command printed something else."""
-    try:
-        return parse_json(text)
-    except ValueError as exc:
-        raise SlurmUnavailable(f"unreadable Slurm output: {exc}") from exc
+        return await run_command(self._runner, user, argv, what, stdin=stdin,
+                                 max_seconds=self._timeout,
+                                 refuse_on_host_key=refuse_on_host_key)

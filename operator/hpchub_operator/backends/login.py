@@ -26,15 +26,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 from hpchub_api import patterns
 
-from ..runners import CommandResult, CommandRunner, HostKeyMismatch, RunnerError
+from ..runners import CommandResult, CommandRunner
 from .base import (
-    AccessRefused,
     ClusterFacts,
     JobInfo,
     JobRequest,
@@ -43,9 +41,7 @@ from .base import (
     SlurmUnavailable,
 )
 from .cli import COMMENT, OUTPUT, PATH, environment_preamble
-
-P = ParamSpec("P")
-T = TypeVar("T")
+from .common import parsed, run_command
 
 LOGIN_PREFIX = "login:"
 REFUSED = 3
@@ -349,7 +345,7 @@ class LoginNodeBackend:
         found: dict[str, JobInfo] = {}
         listings = await asyncio.gather(*(self._list(node) for node in self._nodes))
         for node, text in zip(self._nodes, listings, strict=True):
-            found.update(self._parsed(parse_listing, text, node, tag_prefix))
+            found.update(parsed("login-node listing", parse_listing, text, node, tag_prefix))
         return found
 
     async def cancel(self, job_id: str, user: str) -> None:
@@ -392,21 +388,5 @@ class LoginNodeBackend:
 
     async def _run(self, node: str, user: str, argv: list[str], what: str,
                    stdin: bytes | None = None, *, submit: bool = False) -> CommandResult:
-        runner = self._nodes[node].runner
-        try:
-            return await runner.run(user, argv, stdin=stdin, max_seconds=self._timeout)
-        except ValueError as exc:
-            raise SlurmRejected(f"{what}: {exc}") from exc
-        except HostKeyMismatch as exc:
-            if submit:
-                raise SlurmRejected(f"{what}: {exc}") from exc
-            raise AccessRefused(f"{what}: {exc}") from exc
-        except RunnerError as exc:
-            raise SlurmUnavailable(f"{what}: {exc}") from exc
-
-    @staticmethod
-    def _parsed(parser: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        try:
-            return parser(*args, **kwargs)
-        except ValueError as exc:
-            raise SlurmUnavailable(f"unreadable login-node listing: {exc}") from exc
+        return await run_command(self._nodes[node].runner, user, argv, what, stdin=stdin,
+                                 max_seconds=self._timeout, refuse_on_host_key=submit)

@@ -24,9 +24,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import aiohttp
 
@@ -43,10 +43,11 @@ from .base import (
     SlurmRejected,
     SlurmUnavailable,
 )
+from .common import parsed
 
 log = logging.getLogger(__name__)
-P = ParamSpec("P")
-T = TypeVar("T")
+_UNREADABLE = "slurmrestd response"
+"""What an unreadable answer is called in SlurmUnavailable's message."""
 
 # Slurm errnos (slurm_errno.h, 22.05) meaning "could not get an answer": the state is unknown.
 _UNAVAILABLE_ERRNOS = frozenset(
@@ -391,13 +392,13 @@ class SlurmRestBackend:
         partitions = await self._call("GET", "/partitions", self._monitor_user,
                                       what="list partitions")
         nodes = await self._call("GET", "/nodes", self._monitor_user, what="list nodes")
-        return self._parsed(parse_cluster_facts, ping, partitions, nodes)
+        return parsed(_UNREADABLE, parse_cluster_facts, ping, partitions, nodes)
 
     async def submit(self, request: JobRequest) -> str:
         """Submit a batch job as ``request.user``; return the job id."""
         body = await self._call("POST", "/job/submit", request.user, submission(request),
                                 what=f"submit {request.name} as {request.user}")
-        job_id = self._parsed(parse_submit, body)
+        job_id = parsed(_UNREADABLE, parse_submit, body)
         for warning in response_errors(body):
             log.warning("Slurm accepted job %s with a warning: %s", job_id, warning.message)
         return job_id
@@ -408,7 +409,7 @@ class SlurmRestBackend:
             body = await self._call("GET", "/jobs", self._monitor_user, what="list jobs")
         except SlurmRejected as exc:  # e.g. PrivateData hides jobs from the monitor user
             raise SlurmUnavailable(f"{exc} (job states unknown)") from exc
-        return self._parsed(parse_jobs, body, tag_prefix)
+        return parsed(_UNREADABLE, parse_jobs, body, tag_prefix)
 
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel a job as its user; a job that is already gone is not an error."""
@@ -425,7 +426,7 @@ class SlurmRestBackend:
             raise SlurmRejected(f"not a node name: {node!r}")
         body = await self._call("GET", f"/node/{node}", self._monitor_user,
                                 what=f"look up node {node}")
-        return self._parsed(parse_node_address, body, node)
+        return parsed(_UNREADABLE, parse_node_address, body, node)
 
     async def close(self) -> None:
         """Release connections."""
@@ -493,14 +494,6 @@ class SlurmRestBackend:
             trace_configs=self._trace_configs or None,
             raise_for_status=False,
         )
-
-    @staticmethod
-    def _parsed(parser: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a response parser; a response it cannot read leaves the state unknown."""
-        try:
-            return parser(*args, **kwargs)
-        except ValueError as exc:
-            raise SlurmUnavailable(f"unreadable slurmrestd response: {exc}") from exc
 
 
 def _json_or_text(text: str) -> Any:
