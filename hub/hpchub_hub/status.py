@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from hpchub_api import patterns as p
+from hpchub_api.constants import job_label
 from hpchub_api.models import Phase
 
 _UNSAFE = re.compile(r"[^a-z0-9-]+")
@@ -117,7 +118,7 @@ def phase_message(obj: Mapping[str, Any]) -> str:
     if phase == Phase.PENDING:
         return "Server requested, waiting for the operator"
     if phase == Phase.SUBMITTED:
-        return f"Slurm job {st.get('jobId', '')} submitted".replace("  ", " ")
+        return f"{job_label(str(st.get('jobId', '')))} submitted"
     if phase == Phase.QUEUED:
         parts = [f"Queued in Slurm (job {st.get('jobId', '?')})"]
         if st.get("reason"):

@@ -41,3 +41,15 @@ def uid_from_comment(comment: str | None) -> str | None:
     if comment and comment.startswith(JOB_COMMENT_PREFIX):
         return comment[len(JOB_COMMENT_PREFIX) :] or None
     return None
+
+
+# Login-node servers are tracked like jobs, with ids "login:<node>:<pid>".
+LOGIN_JOB_PREFIX: Final = "login:"
+
+
+def job_label(job_id: str) -> str:
+    """How users read a job id: a Slurm job, or a process on a login node."""
+    if job_id.startswith(LOGIN_JOB_PREFIX):
+        _, node, pid = ([*job_id.split(":", 2), "", ""])[:3]
+        return f"process {pid} on login node {node}"
+    return f"Slurm job {job_id}"

@@ -11,6 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from hpchub_api.constants import job_label
 from hpchub_api.models import Condition, JupyterServerStatus, Phase
 
 from .backends.base import JobInfo, JobState
@@ -90,8 +91,8 @@ def submitted(s: Status, job_id: str, now: dt.datetime, adopted: bool = False) -
     s = _update(s, phase=Phase.SUBMITTED if s.phase in (Phase.PENDING, Phase.SUBMITTED)
                 else s.phase, job_id=job_id, submitted_at=s.submitted_at or iso(now),
                 reason="Adopted" if adopted else "Submitted",
-                message=f"{how} Slurm job {job_id}")
-    return _cond(s, SUBMITTED, True, "JobSubmitted", f"Slurm job {job_id}", now)
+                message=f"{how} {job_label(job_id)}")
+    return _cond(s, SUBMITTED, True, "JobSubmitted", job_label(job_id), now)
 
 
 def rejected(s: Status, message: str, now: dt.datetime) -> Status:
@@ -112,7 +113,7 @@ def stop_requested(s: Status, now: dt.datetime, why: str = "Stop requested") -> 
         return Decision(_update(s, phase=Phase.STOPPED, reason="Stopped", message=why,
                                 stopped_at=iso(now), url=None))
     return Decision(_update(s, phase=Phase.STOPPING, reason="Stopping",
-                            message=f"{why}: cancelling Slurm job {s.job_id}"), cancel=True)
+                            message=f"{why}: cancelling {job_label(s.job_id)}"), cancel=True)
 
 
 _request_stop = stop_requested
@@ -149,7 +150,8 @@ def _missing(s: Status, now: dt.datetime, stop_requested: bool, missing_polls: i
     if missing_polls < 2:
         return Decision(s)
     if stop_requested or s.phase == Phase.STOPPING:
-        return Decision(_final(s, Phase.STOPPED, "Stopped", "the Slurm job is gone", now))
+        return Decision(_final(s, Phase.STOPPED, "Stopped",
+                               f"{job_label(s.job_id or '')} is gone", now))
     return Decision(_final(
         s, Phase.STOPPED, "JobVanished",
         f"Slurm no longer knows job {s.job_id}: it ended while hpchub was not watching, "
@@ -198,7 +200,7 @@ def _finished(s: Status, job: JobInfo, now: dt.datetime, stop_requested: bool) -
     s = _update(s, exit_code=code)
     was_ready = s.ready_at is not None
     if stop_requested or s.phase == Phase.STOPPING:
-        return _final(s, Phase.STOPPED, "Stopped", f"Slurm job {job.job_id} cancelled", now)
+        return _final(s, Phase.STOPPED, "Stopped", f"{job_label(job.job_id)} cancelled", now)
     if job.state == JobState.TIMEOUT:
         return _final(s, Phase.STOPPED, "TimeLimit",
                       f"the job reached its time limit ({_limit(job)})", now)

@@ -456,7 +456,7 @@ class Reconciler:
 
 def _target_of(job: JobInfo) -> Target:
     """Login-node processes carry ids that start with ``login:``."""
-    return Target.LOGIN if job.job_id.startswith("login:") else Target.SLURM
+    return Target.LOGIN if job.job_id.startswith(c.LOGIN_JOB_PREFIX) else Target.SLURM
 
 
 def owned(job: JobInfo, rec: ServerRecord) -> bool:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,21 +19,24 @@ from typing import Any
 
 import pytest
 
-from hpchub_api import constants as c
-from hpchub_stack.base import make_root, remove_root
 from hpchub_stack.kubeclient import KubeClient
 from hpchub_stack.operator_proc import OperatorProcess
 from hpchub_stack.slurm import SlurmCluster
-from hpchub_stack.sshd import SSHServer, generate_ed25519
+from hpchub_stack.sshd import SSHServer
 
-from .fixtures_operator import CLUSTERS, OPERATOR_NS, ensure, launcher_path
+from .login_helpers import (
+    LOGIN_NODE,
+    login_clusters_applied,
+    login_pid,
+    processes_of,
+    wait_no_processes,
+)
 from .operator_helpers import (
     NS,
     create_server,
     delete_server,
     describe,
     http_status,
-    poll_until,
     wait_gone,
     wait_phase,
 )
@@ -44,53 +46,13 @@ BAD_KEY_CLUSTER = "login-badkey"
 FINAL = {"Stopped", "Failed"}
 
 
-def login_cluster(name: str, slurm: SlurmCluster, sshd: SSHServer, callback_url: str,
-                  state_dir: Path, known_hosts: str) -> dict[str, Any]:
-    """An HPCCluster with one login node (the stack's sshd) and Slurm through sudo."""
-    return {
-        "apiVersion": c.API_VERSION, "kind": c.CLUSTER_KIND, "metadata": {"name": name},
-        "spec": {
-            "slurm": {"backend": "sudo", "slurmConf": str(slurm.conf_path),
-                      "monitorUser": "carol", "fastPollSeconds": 1, "slowPollSeconds": 3},
-            "login": {
-                "nodes": [{"name": "login1", "host": sshd.host, "port": sshd.port}],
-                "sshCaSecret": {"name": "ssh-user-ca", "namespace": OPERATOR_NS,
-                                "key": "ca"},
-                "knownHosts": known_hosts,
-                "monitorUser": "carol",
-                "stateDirectory": str(state_dir),
-                "limits": {"memory": "8G", "maxProcesses": 4096, "serversPerUser": 1},
-            },
-            "launcher": {"command": launcher_path(), "startTimeoutSeconds": 120},
-            "policy": {"partitions": slurm.partition_names, "apps": ["jupyterlab"],
-                       "maxServersPerUser": 30},
-            "defaults": {"partition": "compute", "timeLimit": "30"},
-            "callbackUrl": callback_url,
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def login_clusters(operator: OperatorProcess, kube_admin: KubeClient, slurm: SlurmCluster,
                    sshd: SSHServer) -> Iterator[Path]:
     """The two HPCClusters of this module; yields the login node's state directory."""
-    root = make_root("hpchub-login-")
-    state_dir = root / "state"
-    state_dir.mkdir()
-    state_dir.chmod(0o1777)  # what the administrator makes on each login node
-    ensure(kube_admin, f"/api/v1/namespaces/{OPERATOR_NS}/secrets", {
-        "metadata": {"name": "ssh-user-ca"}, "type": "Opaque",
-        "data": {"ca": base64.b64encode(sshd.ca_private_key_path.read_bytes()).decode()}})
-    other = generate_ed25519(root / "other_host_key", "not-the-login-node").split()
-    wrong_known_hosts = f"[{sshd.host}]:{sshd.port} {other[0]} {other[1]}"
-    for name, known in ((CLUSTER, sshd.known_hosts_line),
-                        (BAD_KEY_CLUSTER, wrong_known_hosts)):
-        ensure(kube_admin, CLUSTERS, login_cluster(name, slurm, sshd, operator.callback_url,
-                                                   state_dir, known))
-    yield state_dir
-    for name in (CLUSTER, BAD_KEY_CLUSTER):
-        kube_admin.delete(f"{CLUSTERS}/{name}")
-    remove_root(root)
+    with login_clusters_applied(kube_admin, operator, slurm, sshd, [CLUSTER],
+                                wrong_host_key=[BAD_KEY_CLUSTER]) as state_dir:
+        yield state_dir
 
 
 def server_token(kube: KubeClient, obj: dict[str, Any]) -> str:
@@ -98,26 +60,9 @@ def server_token(kube: KubeClient, obj: dict[str, Any]) -> str:
     return base64.b64decode(secret["data"]["token"]).decode()
 
 
-def processes_of(pid: int, uid: str) -> list[str]:
-    """Processes in the server's session (the wrapper's pid) or carrying its tag."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,user=,args="], capture_output=True,
-                         text=True, check=True).stdout
-    found = []
-    for line in out.splitlines():
-        fields = line.split(None, 3)
-        if len(fields) == 4 and (fields[1] == str(pid) or c.job_comment(uid) in fields[3]):
-            found.append(line[:160])
-    return found
-
-
-def wait_no_processes(pid: int, uid: str, timeout: float = 30) -> None:
-    poll_until(lambda: not processes_of(pid, uid), timeout,
-               lambda: f"processes left behind: {processes_of(pid, uid)}")
-
-
 def login_server(kube: KubeClient, name: str, cluster: str = CLUSTER) -> dict[str, Any]:
     return create_server(kube, name, cluster=cluster, target="login",
-                         login={"node": "login1"})
+                         login={"node": LOGIN_NODE})
 
 
 def test_login_server_runs_answers_and_leaves_nothing_behind(
@@ -129,7 +74,7 @@ def test_login_server_runs_answers_and_leaves_nothing_behind(
         assert obj["status"]["phase"] == "Running", describe(kube_admin, "login-lab")
         st = obj["status"]
         assert st["jobId"].startswith("login:login1:") and st["node"] == "login1"
-        pid = int(st["jobId"].rsplit(":", 1)[1])
+        pid = login_pid(st)
         assert http_status(st["url"] + "api/status", server_token(kube_admin, obj)) == 200
         assert processes_of(pid, uid), "the server's processes are not visible"
         limits = Path(f"/proc/{pid}/limits").read_text()
@@ -146,7 +91,7 @@ def test_a_dead_login_server_is_reported_within_one_poll(
     try:
         obj = wait_phase(kube_admin, "login-dies", {"Running"} | FINAL, timeout=180)
         assert obj["status"]["phase"] == "Running", describe(kube_admin, "login-dies")
-        pid = int(obj["status"]["jobId"].rsplit(":", 1)[1])
+        pid = login_pid(obj["status"])
         os.killpg(pid, signal.SIGKILL)  # the node kills it (OOM killer, admin, reboot)
         began = time.monotonic()
         obj = wait_phase(kube_admin, "login-dies", FINAL, timeout=30)
