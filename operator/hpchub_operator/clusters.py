@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,11 @@ class ClusterRuntime:
     login_backend: SlurmBackend | None = None
     """Login-node processes behind the same interface (None: no login nodes)."""
     last_jobs: dict[str, JobInfo] = field(default_factory=dict)
+    listings: dict[Target, tuple[float, dict[str, JobInfo]]] = field(default_factory=dict)
+    """Per target: (monotonic start, jobs) of the last completed listing."""
+    listing_tasks: dict[Target, tuple[float, asyncio.Future[dict[str, JobInfo]]]] = field(
+        default_factory=dict)
+    """Per target: the listing in flight, shared by concurrent callers."""
     unreachable_since: dt.datetime | None = None
     last_error: str = ""
     node_addresses: dict[str, str] = field(default_factory=dict)

@@ -30,6 +30,9 @@ from .settings import OperatorSettings
 log = logging.getLogger("hpchub.reconciler")
 
 TOKEN_KEY = "token"  # noqa: S105 - a Secret key name, not a secret
+CANCEL_RESEND_SECONDS = 30.0
+"""A deleted server's job is cancelled once, then again only if it is still alive after
+this long (scancel is idempotent; a burst of deletions must not resend it every second)."""
 
 
 class RetryLater(Exception):
@@ -68,6 +71,7 @@ class Reconciler:
         self.registry = registry
         self.callback_key = callback_key
         self.callback_url = callback_url
+        self.started_at = time.monotonic()
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
             total=settings.ready_check_timeout))
 
@@ -145,16 +149,35 @@ class Reconciler:
             await self._submit(rec, rt)
 
     async def _find_job(self, rt: ClusterRuntime, rec: ServerRecord) -> JobInfo | None:
+        """This server's job, from a listing recent enough to include every job this
+        operator may have submitted for it (so adoption can never miss its own submit)."""
         assert rec.spec is not None
-        jobs = await self._list(rt, rec.spec.target)
+        newer_than = max(self.started_at, rec.submit_attempted_at)
+        jobs = await self._list(rt, rec.spec.target, newer_than=newer_than)
         mine = [j for j in jobs.values() if owned(j, rec)]
         live = [j for j in mine if not j.state.finished]
         candidates = live or mine
         return candidates[-1] if candidates else None
 
-    async def _list(self, rt: ClusterRuntime, target: Target) -> dict[str, JobInfo]:
-        """One batched listing of every tagged job (or login-node process) of a target."""
-        began = time.monotonic()
+    async def _list(self, rt: ClusterRuntime, target: Target,
+                    newer_than: float | None = None) -> dict[str, JobInfo]:
+        """Every tagged job (or login-node process) of a target, from ONE listing that
+        started after ``newer_than`` (monotonic; None: a new one). Concurrent callers share
+        the listing in flight, and a recent enough finished one is reused, so a burst of
+        creations or deletions costs one Slurm query per interval, not one per server."""
+        floor = time.monotonic() if newer_than is None else newer_than
+        done = rt.listings.get(target)
+        if done is not None and done[0] >= floor:
+            return done[1]
+        running = rt.listing_tasks.get(target)
+        if running is None or running[0] < floor or running[1].done():
+            began = time.monotonic()
+            running = (began, asyncio.ensure_future(self._fetch(rt, target, began)))
+            rt.listing_tasks[target] = running
+        return await asyncio.shield(running[1])
+
+    async def _fetch(self, rt: ClusterRuntime, target: Target, began: float
+                     ) -> dict[str, JobInfo]:
         op = "jobs" if target == Target.SLURM else "processes"
         try:
             backend = rt.backend_for(target)
@@ -169,6 +192,7 @@ class Reconciler:
             self.metrics.slurm_latency.labels(rt.name, op).observe(time.monotonic() - began)
         if target == Target.SLURM:
             self.metrics.polls.labels(rt.name).inc()
+        rt.listings[target] = (began, jobs)
         rt.last_jobs = {k: v for k, v in rt.last_jobs.items()
                         if _target_of(v) != target} | jobs
         return jobs
@@ -182,7 +206,7 @@ class Reconciler:
                                                      utcnow()))
             return
         request = jobscript.build_request(rec.spec, rt.spec, rec.uid, rec.name, env)
-        began = time.monotonic()
+        began = rec.submit_attempted_at = time.monotonic()
         try:
             job_id = await rt.backend_for(rec.spec.target).submit(request)
         except SlurmRejected as exc:
@@ -274,16 +298,19 @@ class Reconciler:
             raise RetryLater(f"cannot confirm that job {rec.status.job_id} is gone: "
                              f"{problem}", 30)
         async with rec.lock:
-            try:
-                jobs = await self._list(rt, rec.spec.target)
+            try:  # a listing that started after our last cancel (the poller's, often)
+                newer = max(self.started_at, rec.submit_attempted_at, rec.cancel_sent_at)
+                jobs = await self._list(rt, rec.spec.target, newer_than=newer)
             except RetryLater as exc:
                 never_submitted = rec.status.job_id is None and rec.status.phase.final
                 if not (isinstance(exc.__cause__, AccessRefused) and never_submitted):
                     raise
                 jobs = {}  # refused to connect before any submission: nothing to cancel
             mine = [j for j in jobs.values() if owned(j, rec) and not j.state.finished]
-            for job in mine:
-                await self._cancel(rec, job.job_id)
+            if mine and time.monotonic() - rec.cancel_sent_at > CANCEL_RESEND_SECONDS:
+                for job in mine:
+                    await self._cancel(rec, job.job_id)
+                rec.cancel_sent_at = time.monotonic()
             if mine:
                 if not rec.status.phase.final:
                     await self.write(rec, lifecycle.stop_requested(
@@ -314,7 +341,7 @@ class Reconciler:
                           servers: list[ServerRecord]) -> None:
         listing_began = utcnow()
         try:
-            jobs = await self._list(rt, target)
+            jobs = await self._list(rt, target, newer_than=time.monotonic())
         except RetryLater as exc:
             await self._unreachable(rt, servers, str(exc.__cause__ or exc))
             return

@@ -31,6 +31,10 @@ class ServerRecord:
     status: JupyterServerStatus
     deleting: bool = False
     missing_polls: int = 0
+    submit_attempted_at: float = 0.0
+    """time.monotonic() of this operator's last submission attempt (0: none)."""
+    cancel_sent_at: float = 0.0
+    """time.monotonic() of the last cancel sent while deleting (0: none)."""
     cancel_pending: str | None = None
     """A job id whose cancel failed (Slurm unreachable); retried at every poll."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)

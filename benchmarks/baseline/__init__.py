@@ -1,0 +1,1 @@
+"""The baseline: JupyterHub + batchspawner's SlurmSpawner, as its documentation recommends."""

@@ -1,0 +1,118 @@
+"""Scenario 1 — scheduler load: N running servers held for several poll periods.
+
+For each N, hpchub (JupyterServers created directly, as the hub would) and then the baseline
+(batchspawner through its hub) hold N running servers while we count, per window of 30 s
+(batchspawner's default poll_interval; two of hpchub's default 15 s slow polls):
+slurmctld RPCs by type (``sdiag`` deltas) and, for hpchub, slurmrestd ``/jobs`` requests.
+hpchub's servers run the minimal app (:mod:`benchmarks.minimal_app`) behind the real launcher
+and readiness report; the baseline runs real ``jupyterhub-singleuser`` (batchspawner needs its
+own singleuser). The app does not take part in either system's polling.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..baseline.hub import BaselineHub
+from ..measure import job_queries, rpc_delta, summary
+from ..stack import USERS, Stack, create_servers, delete_all_servers, log, wait_phases
+
+WINDOW = 30.0
+
+
+def polls_total(stack: Stack) -> float:
+    total = 0.0
+    for line in stack.operator.metrics().splitlines():
+        if line.startswith("hpchub_slurm_polls_total{"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def snapshot(stack: Stack, with_operator: bool) -> dict[str, Any]:
+    return {"t": time.monotonic(), "rpc": stack.slurm.sdiag_counts(),
+            "rest_jobs": stack.slurm.rest_request_count("/jobs"),
+            "polls": polls_total(stack) if with_operator else 0.0}
+
+
+def hold(stack: Stack, windows: int, with_operator: bool = True) -> list[dict[str, Any]]:
+    """Count what reaches Slurm in ``windows`` consecutive windows of WINDOW seconds."""
+    out = []
+    before = snapshot(stack, with_operator)
+    for _ in range(windows):
+        time.sleep(max(0.0, before["t"] + WINDOW - time.monotonic()))
+        after = snapshot(stack, with_operator)
+        delta = rpc_delta(before["rpc"], after["rpc"])
+        out.append({"seconds": after["t"] - before["t"], "rpc_by_type": delta,
+                    "rpc_total": sum(delta.values()), "job_query_rpcs": job_queries(delta),
+                    "rest_jobs_requests": after["rest_jobs"] - before["rest_jobs"],
+                    "operator_polls": after["polls"] - before["polls"]})
+        before = after
+    return out
+
+
+def run_hpchub(stack: Stack, n: int, windows: int) -> dict[str, Any]:
+    cluster = "mini"
+    names = [f"load-{n}-{i}" for i in range(n)]
+    began = time.monotonic()
+    create_servers(stack.admin, names, cluster)
+    wait_phases(stack.admin, names, {"Running"}, timeout=120 + 10 * n)
+    log(f"  hpchub: {n} servers Running in {time.monotonic() - began:.0f}s; holding")
+    time.sleep(16)  # let the poller drop from the fast (starting) to the slow interval
+    result = {"app": "minimal", "windows":
+              hold(stack, windows)}
+    delete_all_servers(stack)
+    return result
+
+
+def run_baseline(stack: Stack, hub: BaselineHub, n: int, windows: int) -> dict[str, Any]:
+    keys = [(USERS[i % len(USERS)], f"load{n}x{i}") for i in range(n)]
+    began = time.monotonic()
+    for user, server in keys:
+        status = hub.spawn(user, server)
+        if status not in (201, 202):
+            raise RuntimeError(f"baseline spawn {user}/{server}: HTTP {status}")
+    hub.wait_ready(keys, timeout=180 + 15 * n)
+    log(f"  batchspawner: {n} servers ready in {time.monotonic() - began:.0f}s; holding")
+    time.sleep(5)
+    result = {"app": "jupyterhub-singleuser", "windows": hold(stack, windows, False)}
+    hub.stop_all()
+    return result
+
+
+def run(stack: Stack, mode: str) -> dict[str, Any]:
+    sizes = [5, 10] if mode == "quick" else [10, 50, 100]
+    windows = 2 if mode == "quick" else 4
+    rows: list[dict[str, Any]] = []
+    raw: dict[str, Any] = {"hpchub": {}, "batchspawner": {}}
+    for n in sizes:
+        log(f"scenario 1: hpchub, N={n}")
+        raw["hpchub"][n] = run_hpchub(stack, n, windows)
+    hub = BaselineHub(stack)
+    hub.start()
+    try:
+        for n in sizes:
+            log(f"scenario 1: batchspawner, N={n}")
+            raw["batchspawner"][n] = run_baseline(stack, hub, n, windows)
+    finally:
+        hub.stop()
+    for n in sizes:
+        h = raw["hpchub"][n]["windows"]
+        b = raw["batchspawner"][n]["windows"]
+        hq = summary(w["job_query_rpcs"] for w in h)
+        bq = summary(w["job_query_rpcs"] for w in b)
+        rows.append({
+            "n": n,
+            "hpchub_job_query_rpcs_per_window": hq,
+            "hpchub_rest_jobs_per_window": summary(w["rest_jobs_requests"] for w in h),
+            "hpchub_rpc_total_per_window": summary(w["rpc_total"] for w in h),
+            "batchspawner_job_query_rpcs_per_window": bq,
+            "batchspawner_rpc_total_per_window": summary(w["rpc_total"] for w in b),
+            "ratio_job_queries_batchspawner_over_hpchub":
+                (bq["median"] / hq["median"]) if hq["median"] else None,
+        })
+    hpc_counts = [r["hpchub_rest_jobs_per_window"]["median"] for r in rows]
+    return {"scenario": 1, "title": "Scheduler load", "window_seconds": WINDOW,
+            "rows": rows, "raw": raw,
+            "target": "hpchub /jobs requests per window independent of N",
+            "target_met": max(hpc_counts) - min(hpc_counts) <= 1}

@@ -1,0 +1,85 @@
+"""Scenario 2 — spawn overhead: spawns one after another, request -> first 200.
+
+overhead = (request -> first 200) - Slurm's own submit -> start - the app's own boot
+(``jupyter-lab`` started directly as the user, no Slurm, no hub; median of a few boots).
+
+LABEL: hpchub is measured at the JupyterServer level (CR created -> first 200 from the
+server's URL with its token), not through our hub and Traefik; the baseline goes through its
+hub (REST spawn request) and Traefik. See docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Any
+
+from ..baseline.hub import BaselineHub
+from ..measure import summary
+from ..spawning import (
+    app_boot_seconds,
+    baseline_begin,
+    baseline_wait,
+    hpchub_begin,
+    hpchub_wait,
+)
+from ..stack import USERS, Stack, delete_all_servers, log
+
+COUNT = {"quick": 5, "full": 20}
+LIMIT = 300.0
+
+
+def _overheads(runs: list[dict[str, Any]], boot: float) -> list[float | None]:
+    return [r["total_s"] - (r["slurm_queue_s"] or 0.0) - boot for r in runs]
+
+
+def run(stack: Stack, mode: str) -> dict[str, Any]:
+    count = COUNT[mode]
+    boots = [app_boot_seconds() for _ in range(3)]
+    boot = statistics.median(boots)
+    log(f"scenario 2: app boot (jupyter-lab, direct) {boot:.2f}s; {count} hpchub spawns")
+    hpc: list[dict[str, Any]] = []
+    for i in range(count):
+        name, user = f"spawn-{i}", USERS[i % len(USERS)]
+        t0 = hpchub_begin(stack, name, user)
+        hpc.append(hpchub_wait(stack, name, t0, LIMIT))
+    delete_all_servers(stack)
+    log(f"scenario 2: {count} batchspawner spawns")
+    base: list[dict[str, Any]] = []
+    hub = BaselineHub(stack)
+    hub.start()
+    try:
+        for i in range(count):
+            user, server = USERS[i % len(USERS)], f"spawn{i}"
+            t0 = baseline_begin(hub, user, server)
+            base.append(baseline_wait(stack, hub, user, server, t0, LIMIT))
+        hub.stop_all()
+    finally:
+        hub.stop()
+    ho, bo = _overheads(hpc, boot), _overheads(base, boot)
+    result: dict[str, Any] = {
+        "scenario": 2, "title": "S2 spawn overhead (s)", "count": count,
+        "app_boot_s": summary(boots),
+        "level": "hpchub: JupyterServer level (CR -> server URL); baseline: hub + Traefik",
+        "hpchub": {"total_s": summary(r["total_s"] for r in hpc),
+                   "slurm_queue_s": summary(r["slurm_queue_s"] or 0 for r in hpc),
+                   "overhead_s": summary(v for v in ho if v is not None), "raw": ho,
+                   "runs": hpc},
+        "batchspawner": {"total_s": summary(r["total_s"] for r in base),
+                         "slurm_queue_s": summary(r["slurm_queue_s"] or 0 for r in base),
+                         "overhead_s": summary(v for v in bo if v is not None), "raw": bo,
+                         "runs": base},
+        "table": [("S2 spawn request -> first 200, s", "total_s", 2),
+                  ("S2 Slurm submit -> start, s (1 s resolution)", "slurm_queue_s", 0),
+                  (f"S2 overhead = total - Slurm - app boot ({boot:.2f}s), s",
+                   "overhead_s", 2)],
+        "plot_ylabel": "overhead (s)",
+    }
+    h, b = result["hpchub"]["overhead_s"]["median"], result["batchspawner"]["overhead_s"][
+        "median"]
+    result["target"] = ("hpchub overhead median <= 1 s and below batchspawner's "
+                        "(hpchub measured at JupyterServer level)")
+    result["target_met"] = h is not None and b is not None and h <= 1.0 and h < b
+    result["target_note"] = f"hpchub {h:.2f} s, batchspawner {b:.2f} s"
+    time.sleep(1)
+    return result

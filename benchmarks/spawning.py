@@ -1,0 +1,140 @@
+"""Shared by scenarios 2 and 3: one spawn, timed, for each system.
+
+hpchub (JupyterServer level): create the CR -> first 200 from ``status.url + api/status``
+with the server's token (the hub's own spawn path is not used: see the scenario docs).
+batchspawner: ``POST /hub/api/users/<u>/servers/<s>`` -> first 200 through Traefik at
+``/user/<u>/<s>/api/status`` with the admin service token.
+Slurm's own submit-to-start comes from the job's ``submit_time``/``start_time`` (slurmrestd).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import pwd
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from typing import Any
+
+from hpchub_stack.process import free_port
+
+from .baseline.hub import BaselineHub
+from .stack import NS, SERVERS, Stack, failure_messages, server_manifest, venv_bin
+
+
+def http_code(url: str, token: str | None = None, timeout: float = 5) -> int:
+    req = urllib.request.Request(url)
+    if token:
+        req.add_header("Authorization", f"token {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def slurm_job(stack: Stack, job_id: str) -> dict[str, Any]:
+    status, body = stack.slurm.rest_request("GET", f"job/{job_id}", "slurm")
+    jobs = body.get("jobs") or [] if status == 200 else []
+    return jobs[0] if jobs else {}
+
+
+def queue_seconds(job: dict[str, Any]) -> float | None:
+    """Slurm's own submit -> start (whole seconds: Slurm's resolution)."""
+    sub, start = job.get("submit_time"), job.get("start_time")
+    if not sub or not start:
+        return None
+    return float(start) - float(sub)
+
+
+# ------------------------------------------------------------------------ hpchub
+
+
+def hpchub_begin(stack: Stack, name: str, user: str) -> float:
+    t0 = time.monotonic()
+    stack.admin.create(SERVERS, server_manifest(name, user, "local"))
+    return t0
+
+
+def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, Any]:
+    """Poll the CR until it has a URL, then the URL until 200; return timings."""
+    token = None
+    while time.monotonic() - t0 < limit:
+        obj = stack.admin.get(f"{SERVERS}/{name}")
+        st = obj.get("status") or {}
+        if st.get("phase") == "Failed":
+            raise RuntimeError(f"{name}: {failure_messages(stack.admin, [name])}")
+        if st.get("url") and st.get("tokenSecret"):
+            if token is None:
+                sec = stack.admin.get(f"/api/v1/namespaces/{NS}/secrets/{st['tokenSecret']}")
+                token = base64.b64decode(sec["data"]["token"]).decode()
+            if http_code(st["url"] + "api/status", token) == 200:
+                t200 = time.monotonic()
+                return {"total_s": t200 - t0,
+                        "slurm_queue_s": queue_seconds(slurm_job(stack, st["jobId"]))}
+        time.sleep(0.05)
+    raise TimeoutError(f"{name} not usable after {limit:.0f}s")
+
+
+# ------------------------------------------------------------------------ batchspawner
+
+
+def baseline_begin(hub: BaselineHub, user: str, server: str) -> float:
+    t0 = time.monotonic()
+    status = hub.spawn(user, server)
+    if status not in (201, 202):
+        raise RuntimeError(f"baseline spawn {user}/{server}: HTTP {status}")
+    return t0
+
+
+def baseline_wait(stack: Stack, hub: BaselineHub, user: str, server: str, t0: float,
+                  limit: float) -> dict[str, Any]:
+    url = f"{stack.traefik.url}/user/{user}/{server}/api/status"
+    while time.monotonic() - t0 < limit:
+        if http_code(url, hub.token) == 200:
+            t200 = time.monotonic()
+            return {"total_s": t200 - t0, "slurm_queue_s": queue_seconds(
+                baseline_job(stack, user, server))}
+        time.sleep(0.05)
+    raise TimeoutError(f"baseline {user}/{server} not usable after {limit:.0f}s")
+
+
+def baseline_job(stack: Stack, user: str, server: str) -> dict[str, Any]:
+    """The newest running batchspawner job of ``user`` (spawns of one user are serialised
+    by the scenarios, so this is the one just started)."""
+    _, body = stack.slurm.rest_request("GET", "jobs", "slurm")
+    mine = [j for j in body.get("jobs", []) if j.get("user_name") == user
+            and j.get("name") == "spawner-jupyterhub"]
+    return max(mine, key=lambda j: int(j["job_id"])) if mine else {}
+
+
+# ------------------------------------------------------------------------ app boot
+
+
+def app_boot_seconds(user: str = "alice") -> float:
+    """Process start -> first HTTP answer of ``jupyter-lab`` run directly as ``user``
+    (no Slurm, no hub): the app's own boot, subtracted from both systems' spawn times."""
+    port = free_port()
+    exe = os.path.join(venv_bin(), "jupyter-lab")
+    pw = pwd.getpwnam(user)
+    home = pw.pw_dir
+    env = {"PATH": venv_bin() + ":/usr/bin:/bin", "HOME": home, "JUPYTER_TOKEN": "bench"}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        ["setpriv", f"--reuid={pw.pw_uid}", f"--regid={pw.pw_gid}", "--init-groups", "--", exe,
+         "--ip=127.0.0.1", f"--port={port}", "--no-browser", "--ServerApp.port_retries=0"],
+        env=env, cwd=home, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True)
+    try:
+        while time.monotonic() - t0 < 120:
+            if http_code(f"http://127.0.0.1:{port}/api/status", "bench") == 200:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        raise TimeoutError("jupyter-lab did not boot in 120 s")
+    finally:
+        os.killpg(proc.pid, 9)
+        proc.wait()
