@@ -25,20 +25,18 @@ from typing import Any
 from hpchub_api import constants as c
 from hpchub_stack.base import make_root, remove_root
 from hpchub_stack.bootstrap import (
-    ADMIN_GROUP,
     CLUSTERS,
-    HUB_SERVICE_ACCOUNT,
-    OPERATOR_NS,
     admin_client,
     cluster_manifest,
     ensure,
+    operator_process,
     prepare_operator,
     wait_operator_ready,
 )
 from hpchub_stack.kube import KubeAPIServer
 from hpchub_stack.kubeclient import KubeClient, KubeError
 from hpchub_stack.operator_proc import OperatorProcess
-from hpchub_stack.process import free_port, run
+from hpchub_stack.process import run
 from hpchub_stack.redis import Redis
 from hpchub_stack.slurm import Partition, SlurmCluster
 from hpchub_stack.traefik import Traefik
@@ -126,10 +124,7 @@ def bring_up(cpus: int) -> Any:
         redis = start(Redis(root, generate_password=True))
         traefik = start(Traefik(root, redis=redis))
         kubeconfig = prepare_operator(kube, admin, slurm, root)
-        operator = OperatorProcess(
-            root, kubeconfig, operator_namespace=OPERATOR_NS,
-            webhook_port=str(free_port()), webhook_host="127.0.0.1",
-            hub_service_accounts=HUB_SERVICE_ACCOUNT, admin_group=ADMIN_GROUP)
+        operator = operator_process(root, kubeconfig)
         ensure(admin, CLUSTERS, bench_cluster(slurm, operator.callback_url, "local"))
         ensure(admin, CLUSTERS, bench_cluster(slurm, operator.callback_url, "mini",
                                               str(make_minimal_env(root))))

@@ -18,6 +18,8 @@ from hpchub_operator.rbac import OPERATOR_RULES
 
 from .kube import KubeAPIServer
 from .kubeclient import KubeClient, KubeError
+from .operator_proc import OperatorProcess
+from .process import free_port
 from .slurm import SlurmCluster
 
 OPERATOR_NS = "hpchub"
@@ -116,6 +118,16 @@ def prepare_operator(kube: KubeAPIServer, admin: KubeClient, slurm: SlurmCluster
         "metadata": {"name": "slurm-jwt"}, "type": "Opaque",
         "data": {"jwt.key": base64.b64encode(slurm.jwt_key).decode()}})
     return kube.write_kubeconfig(root / "kubeconfig", "operator", token)
+
+
+def operator_process(root: Path, kubeconfig: Path, **settings: str) -> OperatorProcess:
+    """The operator as the stack runs it: our namespace, a local admission webhook, the
+    hub's service account and the admin group allowed to act for users; ``settings`` add
+    or override HPCHUB_* settings."""
+    defaults = {"operator_namespace": OPERATOR_NS, "webhook_port": str(free_port()),
+                "webhook_host": "127.0.0.1", "hub_service_accounts": HUB_SERVICE_ACCOUNT,
+                "admin_group": ADMIN_GROUP}
+    return OperatorProcess(root, kubeconfig, **(defaults | settings))
 
 
 def wait_operator_ready(admin: KubeClient, timeout: float = 60) -> None:

@@ -19,13 +19,11 @@ from typing import TypeVar
 
 from .base import Service, make_root, remove_root
 from .bootstrap import (
-    ADMIN_GROUP,
     CLUSTERS,
-    HUB_SERVICE_ACCOUNT,
-    OPERATOR_NS,
     admin_client,
     cluster_manifest,
     ensure,
+    operator_process,
     prepare_operator,
     wait_operator_ready,
 )
@@ -34,9 +32,7 @@ from .hub_setup import hub_settings, prepare_hub
 from .kube import KubeAPIServer
 from .kubeclient import KubeClient
 from .ldap import LdapDirectory
-from .operator_proc import OperatorProcess
 from .postgres import Postgres
-from .process import free_port
 from .redis import Redis
 from .slurm import SlurmCluster
 from .traefik import Traefik
@@ -95,10 +91,7 @@ def run_demo(root: Path | None = None, wait: bool = True) -> int:
             traefik = _start(stack, Traefik(root, redis=redis))
         with progress.stage("hpchub operator"):
             kubeconfig = prepare_operator(kube, admin, slurm, root)
-            operator = OperatorProcess(
-                root, kubeconfig, operator_namespace=OPERATOR_NS,
-                webhook_port=str(free_port()), webhook_host="127.0.0.1",
-                hub_service_accounts=HUB_SERVICE_ACCOUNT, admin_group=ADMIN_GROUP)
+            operator = operator_process(root, kubeconfig)
             ensure(admin, CLUSTERS, cluster_manifest(slurm, operator.callback_url))
             _start(stack, operator)
             wait_operator_ready(admin)

@@ -20,6 +20,7 @@ from hpchub_stack.bootstrap import (  # noqa: F401 - re-exported for test module
     cluster_manifest,
     ensure,
     launcher_path,
+    operator_process,
     prepare_operator,
     service_account_token,
     wait_operator_ready,
@@ -28,7 +29,6 @@ from hpchub_stack.bootstrap import (  # noqa: F401 - re-exported for test module
 from hpchub_stack.kube import KubeAPIServer
 from hpchub_stack.kubeclient import KubeClient
 from hpchub_stack.operator_proc import OperatorProcess
-from hpchub_stack.process import free_port
 from hpchub_stack.slurm import SlurmCluster
 
 from .registry import running
@@ -48,10 +48,8 @@ def operator(operator_setup: tuple[Path, Path], kube_admin: KubeClient,
              slurm: SlurmCluster) -> Iterator[OperatorProcess]:
     """The operator process, with HPCCluster ``local`` applied and reachable."""
     root, kubeconfig = operator_setup
-    proc = OperatorProcess(root, kubeconfig, operator_namespace=OPERATOR_NS,
-                           unknown_grace_seconds="2", cluster_check_seconds="30",
-                           webhook_port=str(free_port()), webhook_host="127.0.0.1",
-                           hub_service_accounts=HUB_SERVICE_ACCOUNT, admin_group=ADMIN_GROUP)
+    proc = operator_process(root, kubeconfig, unknown_grace_seconds="2",
+                            cluster_check_seconds="30")
     ensure(kube_admin, CLUSTERS, cluster_manifest(slurm, proc.callback_url))
     with running(proc):
         wait_operator_ready(kube_admin)
