@@ -30,10 +30,12 @@ from .app import (
     app_environment,
     become_subreaper,
     build_command,
+    can_bind,
     executable_name,
     exit_status,
     find_executable,
     pick_port,
+    port_clash,
     stop_leftovers,
 )
 from .config import Callback, ConfigError, LaunchConfig, read_callback, read_config
@@ -46,6 +48,8 @@ log = logging.getLogger("hpchub-launch")
 EXIT_CONFIG = 2
 EXIT_REPORT = 3
 EXIT_START = 4
+# A port can be taken between our check and the app's bind; that many starts at most.
+_START_ATTEMPTS = 3
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 ENVIRONMENT_HELP = """\
@@ -54,7 +58,8 @@ environment:
   HPCHUB_CALLBACK_URL    operator callback base URL, e.g. http://10.0.0.5:8081 (required)
   HPCHUB_CALLBACK_TOKEN  bearer token for the report (required; not passed to the app)
   HPCHUB_APP             jupyterlab | notebook (default jupyterlab)
-  HPCHUB_PORT_MIN/MAX    port range to pick from (default 20000-60000)
+  HPCHUB_PORT_MIN/MAX    port range to pick from (default 20000-60000); ports of the
+                         kernel's ephemeral range are used only if the range has no other
   HPCHUB_BIND_IP         address the app listens on (default 0.0.0.0)
   HPCHUB_BASE_URL        base URL path (default /, or $JUPYTERHUB_SERVICE_PREFIX in hub mode)
   HPCHUB_START_TIMEOUT   seconds to wait for the app to answer (default 300)
@@ -104,24 +109,22 @@ class Launcher:
     def run(self) -> int:
         """Start, wait for readiness, report, and wait for the app; return the exit status."""
         name = executable_name(self.config)
-        try:
-            port = self.start(name)
-        except LaunchError as exc:
-            return self.fail(str(exc), exc.stderr_lines)
-        if self.stopping:
-            self.request_stop()
-        assert self.app is not None
-        url = f"http://{probe_host(self.config.bind_ip)}:{port}{self.config.base_url}api"
-        app = self.app
-        up = wait_until_up(
-            url,
-            self.config.start_timeout,
-            keep_going=lambda: app.proc.poll() is None and not self.stopping and self.online(),
-        )
-        if self.stopping:
-            return self.finish()
-        if not up:
-            return self.fail_start(name, port)
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                port = self.start(name)
+            except LaunchError as exc:
+                return self.fail(str(exc), exc.stderr_lines)
+            if self.stopping:
+                self.request_stop()
+            up = self.wait_until_up(port)
+            if self.stopping:
+                return self.finish()
+            if up:
+                break
+            if attempt == _START_ATTEMPTS or not self.lost_port(port):
+                return self.fail_start(name, port)
+            log.warning("port %d was taken before %s listened on it, trying another", port, name)
+            self.cleanup()
         log.info("%s answers on port %d, reporting", name, port)
         accepted = send_report(self.callback, {"port": port}, keep_going=lambda: not self.signalled)
         if accepted or self.signalled:
@@ -129,6 +132,26 @@ class Launcher:
         self.request_stop()
         self.finish()
         return EXIT_REPORT
+
+    def wait_until_up(self, port: int) -> bool:
+        """True once the app answers on ``port``; False if it exits, never answers, or we stop."""
+        app = self.app
+        assert app is not None
+        return wait_until_up(
+            f"http://{probe_host(self.config.bind_ip)}:{port}{self.config.base_url}api",
+            self.config.start_timeout,
+            keep_going=lambda: app.proc.poll() is None and not self.stopping and self.online(),
+        )
+
+    def lost_port(self, port: int) -> bool:
+        """True when the app exited because something else holds ``port`` now (it says so,
+        or the port cannot be bound any more): starting again on another port may work."""
+        assert self.app is not None
+        if self.app.proc.poll() is not None and self.network is None:  # a sandbox has no rivals
+            return not can_bind(self.config.bind_ip, port) or port_clash(
+                port, self.app.stderr_tail()
+            )
+        return False
 
     def start(self, name: str) -> int:
         """Start the app, isolated when the cluster asks for it; return the port to report."""

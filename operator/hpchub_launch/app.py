@@ -34,6 +34,8 @@ log = logging.getLogger("hpchub-launch")
 _PR_SET_CHILD_SUBREAPER = 36
 _STDERR_LINES = 20
 _PORT_ATTEMPTS = 200
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_CLASH_PHRASES = ("already in use", "is not available", "eaddrinuse")
 # Never handed to the app: the report is the launcher's business, not the user's code.
 _PRIVATE_ENV = ("HPCHUB_CALLBACK_TOKEN",)
 
@@ -96,17 +98,63 @@ def service_url(given: str, bind_ip: str, port: int, base_url: str) -> str:
     return urllib.parse.urlunsplit(parsed._replace(netloc=f"{host}:{port}"))
 
 
-def pick_port(bind_ip: str, low: int, high: int) -> int:
-    """A port in [low, high] that we can bind right now, tried in random order."""
-    candidates = range(low, high + 1)
-    sample = random.SystemRandom().sample(candidates, min(len(candidates), _PORT_ATTEMPTS))
-    for port in sample:
-        if _can_bind(bind_ip, port):
+def pick_port(bind_ip: str, low: int, high: int, avoid: range | None = None) -> int:
+    """A port in [low, high] that we can bind right now, tried in random order.
+
+    Ports of ``avoid`` (the kernel's range for outgoing connections, by default) are left
+    out when the range has others: any connection made on the node may take one of them
+    between our check and the app's bind.
+    """
+    parts = port_pool(low, high, ephemeral_ports() if avoid is None else avoid)
+    total = sum(len(part) for part in parts)
+    for index in random.SystemRandom().sample(range(total), min(total, _PORT_ATTEMPTS)):
+        port = _nth(parts, index)
+        if can_bind(bind_ip, port):
             return port
-    raise LaunchError(f"no free port among {len(sample)} tried in {low}-{high}")
+    raise LaunchError(f"no free port among {min(total, _PORT_ATTEMPTS)} tried in {low}-{high}")
 
 
-def _can_bind(bind_ip: str, port: int) -> bool:
+def ephemeral_ports(path: Path = _EPHEMERAL_RANGE) -> range:
+    """The local ports the kernel hands to outgoing connections (empty if unreadable)."""
+    try:
+        low, high = (int(field) for field in path.read_text().split())
+    except (OSError, ValueError):
+        return range(0)
+    return range(low, high + 1)
+
+
+def port_pool(low: int, high: int, avoid: range) -> list[range]:
+    """The ports of [low, high] outside ``avoid``; all of them if none is outside."""
+    outside = [
+        part
+        for part in (range(low, min(high + 1, avoid.start)), range(max(low, avoid.stop), high + 1))
+        if len(part)
+    ]
+    return outside if avoid and outside else [range(low, high + 1)]
+
+
+def _nth(parts: list[range], index: int) -> int:
+    """The ``index``-th port of the concatenation of ``parts``."""
+    for part in parts:
+        if index < len(part):
+            return part[index]
+        index -= len(part)
+    raise IndexError(index)
+
+
+def port_clash(port: int, stderr_lines: Iterable[str]) -> bool:
+    """True when the app's last words say ``port`` was taken (jupyter-server's wording, the
+    errno text of Python and C programs), e.g. by a process that bound it after our check."""
+    for line in stderr_lines:
+        lower = line.lower()
+        if any(phrase in lower for phrase in _CLASH_PHRASES) and (
+            str(port) in line or "errno 98" in lower
+        ):
+            return True
+    return False
+
+
+def can_bind(bind_ip: str, port: int) -> bool:
     """True when a listening socket could take ``bind_ip:port`` (as the app will)."""
     family = socket.AF_INET6 if ":" in bind_ip else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:

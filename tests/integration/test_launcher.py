@@ -16,6 +16,7 @@ import signal
 import time
 from pathlib import Path
 
+from hpchub_launch.app import ephemeral_ports
 from hpchub_operator.callback import server_token
 
 from .fixtures_launcher import (
@@ -170,3 +171,54 @@ async def test_stubborn_app_and_its_escaped_children_are_killed(
         await eventually(lambda: not run.processes(), 10, "every launched process to exit")
         assert "outlived its 1 s grace" in run.log()
         assert "stopping 1 leftover process(es)" in run.log()
+
+
+# A stand-in for jupyter-lab whose first start loses its port the way a busy node makes it
+# happen: another program binds the port after the launcher checked it and before the app
+# does, and the app dies of EADDRINUSE. The second start serves.
+PORT_THIEF_APP = """\
+import http.server, pathlib, subprocess, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+ip, port = args["ip"], int(args["port"])
+first = pathlib.Path.home() / "first-port"
+if not first.exists():
+    first.write_text(str(port))
+    thief = subprocess.Popen(
+        [sys.executable, "-c",
+         "import socket, sys, time\\n"
+         "s = socket.socket(); s.bind((sys.argv[1], int(sys.argv[2]))); s.listen()\\n"
+         "print('holding', flush=True); time.sleep(600)", ip, str(port)],
+        stdout=subprocess.PIPE, start_new_session=True)
+    thief.stdout.readline()
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+http.server.HTTPServer((ip, port), Api).serve_forever()
+"""
+
+
+async def test_a_port_taken_before_the_app_binds_it_is_replaced(
+    callback_operator: Operator, alice_home: Path
+) -> None:
+    bindir = alice_home / "env" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python3").symlink_to("/usr/bin/python3")
+    app = bindir / "jupyter-lab"
+    app.write_text("#!/usr/bin/python3\n" + PORT_THIEF_APP)
+    app.chmod(0o755)
+    async with running(
+        callback_operator,
+        alice_home,
+        [str(bindir / "python3"), "-m", "hpchub_launch"],
+        HPCHUB_STOP_GRACE="1",
+        PYTHONPATH=str(OPERATOR_SRC),
+        PYTHONNOUSERSITE="1",
+    ) as run:
+        report = await next_report(callback_operator.reports[run.uid], run, 60)
+        assert report.failure is None, run.log()
+        lost = int((alice_home / "first-port").read_text())
+        assert report.port is not None and report.port != lost, run.log()
+        assert f"port {lost} was taken before jupyter-lab listened on it" in run.log()
+        # The default range (20000-60000) without the kernel's ephemeral ports.
+        ephemeral = ephemeral_ports()
+        assert report.port not in ephemeral and lost not in ephemeral, (ephemeral, run.log())
