@@ -50,6 +50,8 @@ EXIT_REPORT = 3
 EXIT_START = 4
 # A port can be taken between our check and the app's bind; that many starts at most.
 _START_ATTEMPTS = 3
+# How long the job-started hint is retried: after that the operator's poll is as quick.
+STARTED_PATIENCE = 5.0
 _STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 ENVIRONMENT_HELP = """\
@@ -301,6 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only report that the server cannot start, for REASON (used by the job script "
         "when the environment cannot be set up), and exit with status 4",
     )
+    parser.add_argument(
+        "--report-started",
+        action="store_true",
+        help="only tell the operator that the job has started (a hint to look at Slurm now; "
+        "used by the job script before it sets up the environment) and exit with status 0",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -309,6 +317,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.report_failure is not None:
         return report_failure(os.environ, args.report_failure)
+    if args.report_started:
+        return report_started(os.environ)
     return launch(os.environ)
 
 
@@ -326,3 +336,14 @@ def report_failure(env: Mapping[str, str], reason: str) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def report_started(env: Mapping[str, str]) -> int:
+    """Send the job-started hint, briefly: the operator's poll will see the job anyway."""
+    try:
+        callback = read_callback(env)
+    except ConfigError as exc:
+        log.error("cannot report anything: %s", exc)
+        return EXIT_CONFIG
+    send_report(callback, {"started": True}, patience=STARTED_PATIENCE)
+    return 0

@@ -2,9 +2,11 @@
 
 One route, ``POST /v1/servers/{uid}/report``, authenticated by a per-server bearer token
 (hex HMAC-SHA256 of the uid under the operator's secret, so nothing is stored per server).
-The body is a JSON object with exactly one of ``{"port": int}`` or ``{"failure": str}``;
-anything else is refused with a 4xx JSON error and counted by reason. The host is never
-taken from the request: the operator reads the node from Slurm.
+The body is a JSON object with exactly one of ``{"port": int}``, ``{"failure": str}`` or
+``{"started": true}`` (the job began: a hint to look at Slurm now rather than at the next
+poll; it changes nothing by itself); anything else is refused with a 4xx JSON error and
+counted by reason. The host is never taken from the request: the operator reads the node
+from Slurm.
 """
 
 from __future__ import annotations
@@ -58,11 +60,18 @@ ServerLookup = Callable[[str], AllowedPorts | Awaitable[AllowedPorts | None] | N
 
 @dataclass(frozen=True)
 class Report:
-    """One accepted report: exactly one of ``port`` and ``failure`` is set."""
+    """One accepted report: a port, a failure, or (neither) the job-started hint."""
 
     port: int | None
     failure: str | None
     received_at: dt.datetime
+
+    @property
+    def kind(self) -> str:
+        """``port``, ``failure`` or ``started`` (metric label, log text)."""
+        if self.port is not None:
+            return "port"
+        return "started" if self.failure is None else "failure"
 
 
 OnReport = Callable[[str, Report], Awaitable[None]]
@@ -121,12 +130,9 @@ class CallbackServer:
         except Exception:
             log.exception("could not record the report of server %s", uid)
             return _unavailable()
-        self.reports.labels(kind="port" if report.port is not None else "failure").inc()
-        log.info(
-            "server %s reported %s",
-            uid,
-            f"port {report.port}" if report.port is not None else "a failure",
-        )
+        self.reports.labels(kind=report.kind).inc()
+        text = {"port": f"port {report.port}", "failure": "a failure", "started": "its start"}
+        log.info("server %s reported %s", uid, text[report.kind])
         return web.json_response({"status": "accepted"})
 
     def _authenticate(self, request: web.Request, uid: str) -> None:
@@ -200,19 +206,25 @@ async def _read_body(request: web.Request) -> bytes:
 
 
 def parse_report(body: bytes, ports: AllowedPorts) -> Report:
-    """Validate a report body: a JSON object with exactly one of port or failure."""
+    """Validate a report body: a JSON object with exactly one of port, failure, started."""
     data = _json_object(body)
-    unexpected = set(data) - {"port", "failure"}
-    if unexpected:
-        raise Rejected(400, "unexpected_field", "only port or failure may be sent")
-    if "port" in data and "failure" in data:
-        raise Rejected(400, "port_and_failure", "send port or failure, not both")
+    if set(data) - set(_KINDS):
+        raise Rejected(400, "unexpected_field", "only port, failure or started may be sent")
+    if len(data) > 1:
+        raise Rejected(400, "several_kinds", "send one of port, failure or started")
     now = dt.datetime.now(dt.UTC)
     if "port" in data:
         return Report(port=_port(data["port"], ports), failure=None, received_at=now)
     if "failure" in data:
         return Report(port=None, failure=_failure(data["failure"]), received_at=now)
-    raise Rejected(400, "empty_report", "send port or failure")
+    if "started" in data:
+        if data["started"] is not True:
+            raise Rejected(400, "started_type", "started must be true")
+        return Report(port=None, failure=None, received_at=now)
+    raise Rejected(400, "empty_report", "send port, failure or started")
+
+
+_KINDS = ("port", "failure", "started")
 
 
 def _json_object(body: bytes) -> dict[str, Any]:

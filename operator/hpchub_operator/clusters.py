@@ -64,6 +64,12 @@ class ClusterRuntime:
         return base * (1 + random.uniform(-jitter, jitter))  # noqa: S311 - not crypto
 
 
+def next_wait(interval: float, elapsed: float) -> float:
+    """Wait until ``interval`` after the poll began (a poll that took 1 s of a 2 s interval
+    waits 1 s), but never less than a quarter of it, so a slow Slurm is not hammered."""
+    return max(interval - elapsed, interval / 4)
+
+
 class ClusterDirectory:
     """name -> ClusterRuntime, built lazily from the HPCCluster objects."""
 

@@ -107,7 +107,8 @@ class OperatorContext:
     async def _on_report(self, uid: str, report: callback.Report) -> None:
         # A RetryLater (e.g. Slurm has not shown the allocation yet) becomes a 503: the
         # launcher retries.
-        await self.reconciler.report(uid, ReadyReport(report.port, report.failure))
+        await self.reconciler.report(
+            uid, ReadyReport(report.port, report.failure, started=report.kind == "started"))
 
     # ------------------------------------------------------------------ clusters
 

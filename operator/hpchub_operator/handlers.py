@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -11,7 +12,7 @@ import kopf
 
 from hpchub_api import constants as c
 
-from .clusters import ClusterConfigError, cluster_status
+from .clusters import ClusterConfigError, cluster_status, next_wait
 from .context import OperatorContext
 from .reconciler import Refused, RetryLater
 from .registry import utcnow
@@ -141,7 +142,7 @@ async def cluster_poller(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
     last_check = utcnow()
     while not stopped:
         rt = ctx.clusters.known(name)
-        delay = 2.0
+        began, delay = time.monotonic(), 2.0
         if rt is not None:
             try:
                 delay = await ctx.reconciler.poll(rt)
@@ -150,7 +151,7 @@ async def cluster_poller(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
             if (utcnow() - last_check).total_seconds() > ctx.settings.cluster_check_seconds:
                 last_check = utcnow()
                 await ctx.check_cluster(rt)
-        await stopped.wait(delay)
+        await stopped.wait(next_wait(delay, time.monotonic() - began))
 
 
 # ----------------------------------------------------------------------------- lifecycle

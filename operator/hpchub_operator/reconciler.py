@@ -47,6 +47,10 @@ class Refused(Exception):
     """The request breaks cluster policy; the message names the fields."""
 
 
+#: Status writes (patch + Event) in flight at once after one listing.
+OBSERVE_CONCURRENCY = 16
+
+
 def callback_token(key: bytes, uid: str) -> str:
     """The per-server readiness token: HMAC-SHA256 of the CR uid."""
     return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
@@ -54,8 +58,11 @@ def callback_token(key: bytes, uid: str) -> str:
 
 @dataclass(frozen=True)
 class ReadyReport:
+    """What a launcher reported: a port, a failure, or that its job has just started."""
+
     port: int | None
     failure: str | None
+    started: bool = False
 
 
 class Reconciler:
@@ -355,9 +362,20 @@ class Reconciler:
             if uid:
                 by_uid.setdefault(uid, []).append(job)
         await self._retry_cancels(servers, jobs)
-        for rec in servers:
-            await self._observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
-                                listing_began)
+        # Each server has its own lock; writing their statuses one after another would make
+        # the last of 300 servers starting together wait for 600 API calls.
+        gate = asyncio.Semaphore(OBSERVE_CONCURRENCY)
+
+        async def observe(rec: ServerRecord) -> None:
+            async with gate:
+                await self._observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
+                                    listing_began)
+
+        results = await asyncio.gather(*(observe(rec) for rec in servers),
+                                       return_exceptions=True)
+        for rec, result in zip(servers, results, strict=True):
+            if isinstance(result, Exception):
+                log.error("%s/%s: status update failed: %s", rec.namespace, rec.name, result)
 
     async def _observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
                        listing_began: dt.datetime) -> None:
@@ -417,6 +435,9 @@ class Reconciler:
         rec = self.registry.get(uid)
         if rec is None or rec.spec is None:
             return
+        if report.started:
+            await self.refresh(rec)
+            return
         async with rec.lock:
             now = utcnow()
             if report.failure is not None:
@@ -447,6 +468,20 @@ class Reconciler:
             if submitted is not None:
                 self.metrics.submit_to_running.labels(rt.name).observe(
                     (now - submitted).total_seconds())
+
+    async def refresh(self, rec: ServerRecord) -> None:
+        """The job says it has started: observe this server now, from a listing that began
+        after the hint (shared with every other hint and poll in flight), instead of at the
+        next poll. Slurm stays the authority: the hint alone changes nothing."""
+        if rec.spec is None or not rec.status.job_id or rec.status.phase.final:
+            return
+        rt = await self.clusters.get(rec.cluster)
+        if rt is None:
+            return
+        listing_began = utcnow()
+        jobs = await self._list(rt, rec.spec.target, newer_than=time.monotonic())
+        tagged = [j for j in jobs.values() if c.uid_from_comment(j.comment) == rec.uid]
+        await self._observe(rec, rt, pick_job(tagged, rec), listing_began)
 
     def _base_url(self, rec: ServerRecord) -> str:
         if rec.spec and rec.spec.hub:

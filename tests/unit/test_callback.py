@@ -125,6 +125,15 @@ async def test_failure_report_is_accepted(harness: Harness) -> None:
     assert (uid, report.port, report.failure) == (UID, None, text)
 
 
+async def test_started_hint_is_accepted(harness: Harness) -> None:
+    status, _ = await harness.post(json_body={"started": True})
+    assert status == 200
+    [(uid, report)] = harness.received
+    assert (uid, report.port, report.failure, report.kind) == (UID, None, None, "started")
+    labels = {"kind": "started"}
+    assert harness.registry.get_sample_value("hpchub_callback_reports_total", labels) == 1
+
+
 @pytest.mark.parametrize("port", [20000, 60000])
 async def test_edges_of_the_server_port_range_are_accepted(harness: Harness, port: int) -> None:
     status, _ = await harness.post(NARROW_UID, json_body={"port": port})
@@ -182,7 +191,11 @@ ABUSES: dict[str, Abuse] = {
     "unknown-uid": Abuse(uid=GONE_UID, status=404, reason="unknown_server"),
     "uid-not-a-uid": Abuse(uid="alice_server", status=404, reason="bad_uid"),
     "extra-field": Abuse(body='{"port": 8888, "host": "evil.example"}', reason="unexpected_field"),
-    "port-and-failure": Abuse(body='{"port": 8888, "failure": "x"}', reason="port_and_failure"),
+    "port-and-failure": Abuse(body='{"port": 8888, "failure": "x"}', reason="several_kinds"),
+    "started-and-port": Abuse(body='{"started": true, "port": 8888}', reason="several_kinds"),
+    "started-false": Abuse(body='{"started": false}', reason="started_type"),
+    "started-as-string": Abuse(body='{"started": "yes"}', reason="started_type"),
+    "started-as-one": Abuse(body='{"started": 1}', reason="started_type"),
     "empty-object": Abuse(body="{}", reason="empty_report"),
     "duplicate-key": Abuse(body='{"port": 8888, "port": 22}', reason="duplicate_field"),
     "port-as-string": Abuse(body='{"port": "8888"}', reason="port_type"),
