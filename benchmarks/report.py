@@ -58,10 +58,11 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                          f"{result['traefik'][key]:.1f}", f"{result['chp'][key]:.1f}", ""))
     elif s in (2, 3):
         for label, key, digits in result.get("table", []):
+            base = result["batchspawner"].get(key)  # hpchub-only rows have no baseline
             rows.append((label, fmt(result["hpchub"][key], digits=digits),
-                         fmt(result["batchspawner"][key], digits=digits),
-                         _ratio(_div(result["batchspawner"][key]["median"],
-                                     result["hpchub"][key]["median"]))))
+                         "" if base is None else fmt(base, digits=digits),
+                         "" if base is None else _ratio(_div(
+                             base["median"], result["hpchub"][key]["median"]))))
     return rows
 
 

@@ -1,9 +1,10 @@
 """Shared by scenarios 2 and 3: one spawn, timed, for each system.
 
-hpchub (JupyterServer level): create the CR -> first 200 from ``status.url + api/status``
-with the server's token (the hub's own spawn path is not used: see the scenario docs).
-batchspawner: ``POST /hub/api/users/<u>/servers/<s>`` -> first 200 through Traefik at
-``/user/<u>/<s>/api/status`` with the admin service token.
+hpchub through its hub (:mod:`benchmarks.ourhub`) and batchspawner through its own: the
+same ``POST /hub/api/users/<u>/servers/<s>`` -> first 200 through Traefik at
+``/user/<u>/<s>/api/status`` (hpchub: the user's own token; batchspawner: its admin token).
+hpchub at the JupyterServer level (no hub): create the CR -> first 200 from
+``status.url + api/status`` with the server's token.
 Slurm's own submit-to-start comes from the job's ``submit_time``/``start_time`` (slurmrestd).
 """
 
@@ -21,6 +22,7 @@ from typing import Any
 from hpchub_stack.process import free_port
 
 from .baseline.hub import BaselineHub
+from .ourhub import OurHub
 from .stack import NS, SERVERS, Stack, failure_messages, server_manifest, venv_bin
 
 
@@ -78,6 +80,30 @@ def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, A
                         "slurm_queue_s": queue_seconds(slurm_job(stack, st["jobId"]))}
         time.sleep(0.05)
     raise TimeoutError(f"{name} not usable after {limit:.0f}s")
+
+
+# ------------------------------------------------------------------------ hpchub's hub
+
+
+def ourhub_begin(hub: OurHub, user: str, server: str) -> float:
+    t0 = time.monotonic()
+    status = hub.spawn(user, server)
+    if status not in (201, 202):
+        raise RuntimeError(f"hpchub spawn {user}/{server}: HTTP {status}")
+    return t0
+
+
+def ourhub_wait(stack: Stack, hub: OurHub, user: str, server: str, t0: float,
+                limit: float) -> dict[str, Any]:
+    url = hub.server_url(user, server) + "api/status"
+    while time.monotonic() - t0 < limit:
+        if http_code(url, hub.tokens[user]) == 200:
+            t200 = time.monotonic()
+            job = hub.job_id(user, server)
+            return {"total_s": t200 - t0,
+                    "slurm_queue_s": queue_seconds(slurm_job(stack, job)) if job else None}
+        time.sleep(0.05)
+    raise TimeoutError(f"hpchub {user}/{server} not usable after {limit:.0f}s")
 
 
 # ------------------------------------------------------------------------ batchspawner

@@ -1,6 +1,7 @@
 """The real stack for one benchmark run, brought up once: kube-apiserver, Slurm (with an
 overcommitted CPU count and a ``hold`` partition that is DOWN, so jobs there stay PENDING),
-Redis + Traefik, and the hpchub operator with two HPCClusters on the same Slurm:
+Redis + Traefik, OpenLDAP and PostgreSQL (for hpchub's hub, started by the scenarios that
+spawn through it), and the hpchub operator with two HPCClusters on the same Slurm:
 
 * ``local`` — the real launcher starting real JupyterLab;
 * ``mini``  — the real launcher from a small environment whose ``jupyter-lab`` is
@@ -35,7 +36,9 @@ from hpchub_stack.bootstrap import (
 )
 from hpchub_stack.kube import KubeAPIServer
 from hpchub_stack.kubeclient import KubeClient, KubeError
+from hpchub_stack.ldap import LdapDirectory
 from hpchub_stack.operator_proc import OperatorProcess
+from hpchub_stack.postgres import Postgres
 from hpchub_stack.process import run
 from hpchub_stack.redis import Redis
 from hpchub_stack.slurm import Partition, SlurmCluster
@@ -63,6 +66,8 @@ class Stack:
     redis: Redis
     traefik: Traefik
     operator: OperatorProcess
+    ldap: LdapDirectory
+    postgres: Postgres
 
 
 def make_minimal_env(root: Path) -> Path:
@@ -123,6 +128,8 @@ def bring_up(cpus: int) -> Any:
             env=slurm.command_env())
         redis = start(Redis(root, generate_password=True))
         traefik = start(Traefik(root, redis=redis))
+        ldap = start(LdapDirectory(root))
+        postgres = start(Postgres(root))
         kubeconfig = prepare_operator(kube, admin, slurm, root)
         operator = operator_process(root, kubeconfig)
         ensure(admin, CLUSTERS, bench_cluster(slurm, operator.callback_url, "local"))
@@ -131,7 +138,7 @@ def bring_up(cpus: int) -> Any:
         start(operator)
         wait_operator_ready(admin)
         log(f"stack up in {time.monotonic() - began:.0f}s (root {root}, Slurm CPUs {cpus})")
-        yield Stack(root, kube, admin, slurm, redis, traefik, operator)
+        yield Stack(root, kube, admin, slurm, redis, traefik, operator, ldap, postgres)
         log("stopping the stack")
 
 

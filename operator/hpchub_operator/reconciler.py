@@ -7,6 +7,7 @@ SlurmBackend. Status writes are diffed: nothing is patched when nothing changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
@@ -169,19 +170,28 @@ class Reconciler:
     async def _list(self, rt: ClusterRuntime, target: Target,
                     newer_than: float | None = None) -> dict[str, JobInfo]:
         """Every tagged job (or login-node process) of a target, from ONE listing that
-        started after ``newer_than`` (monotonic; None: a new one). Concurrent callers share
-        the listing in flight, and a recent enough finished one is reused, so a burst of
-        creations or deletions costs one Slurm query per interval, not one per server."""
+        started after ``newer_than`` (monotonic; None: a new one). At most one listing per
+        target is in flight: callers share it when it began late enough, else wait for it
+        and share the next one; a recent enough finished one is reused. So a burst of
+        creations, deletions, reports or start hints costs one Slurm query at a time, not
+        one per server."""
         floor = time.monotonic() if newer_than is None else newer_than
-        done = rt.listings.get(target)
-        if done is not None and done[0] >= floor:
-            return done[1]
-        running = rt.listing_tasks.get(target)
-        if running is None or running[0] < floor or running[1].done():
+        while True:
+            done = rt.listings.get(target)
+            if done is not None and done[0] >= floor:
+                return done[1]
+            running = rt.listing_tasks.get(target)
+            if running is not None and not running[1].done():
+                if running[0] >= floor:
+                    return await asyncio.shield(running[1])
+                # Began too early for this caller: let it finish, then share the next.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(running[1])
+                continue
             began = time.monotonic()
-            running = (began, asyncio.ensure_future(self._fetch(rt, target, began)))
-            rt.listing_tasks[target] = running
-        return await asyncio.shield(running[1])
+            task = asyncio.ensure_future(self._fetch(rt, target, began))
+            rt.listing_tasks[target] = (began, task)
+            return await asyncio.shield(task)
 
     async def _fetch(self, rt: ClusterRuntime, target: Target, began: float
                      ) -> dict[str, JobInfo]:

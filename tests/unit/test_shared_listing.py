@@ -1,0 +1,72 @@
+"""The operator's shared Slurm listing: at most one in flight per cluster and target, however
+many creations, reports and start hints want a fresh one at the same time."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from hpchub_api.models import HPCClusterSpec, Target
+from hpchub_operator.clusters import ClusterRuntime
+from hpchub_operator.metrics import Metrics
+from hpchub_operator.reconciler import Reconciler
+from hpchub_operator.registry import ServerRegistry
+from hpchub_operator.settings import OperatorSettings
+
+
+class CountingBackend:
+    """A Slurm backend whose listing takes a while and records how many ran at once."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.in_flight = 0
+        self.most_at_once = 0
+
+    async def jobs(self, prefix: str) -> dict[str, Any]:
+        self.calls += 1
+        self.in_flight += 1
+        self.most_at_once = max(self.most_at_once, self.in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return {}
+        finally:
+            self.in_flight -= 1
+
+
+def _reconciler() -> Reconciler:
+    return Reconciler(OperatorSettings(), kube=None, metrics=Metrics(),  # type: ignore[arg-type]
+                      clusters=None, registry=ServerRegistry(),  # type: ignore[arg-type]
+                      callback_key=b"k" * 32, callback_url="http://127.0.0.1:1")
+
+
+async def test_callers_wanting_newer_listings_never_run_two_at_once() -> None:
+    rec = _reconciler()
+    backend = CountingBackend()
+    rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
+    try:
+        # 100 callers arriving one after another while listings run, each wanting a listing
+        # that began after its own arrival (what start hints and polls ask for).
+        async def caller(delay: float) -> None:
+            await asyncio.sleep(delay)
+            await rec._list(rt, Target.SLURM)
+
+        await asyncio.gather(*(caller(i * 0.002) for i in range(100)))
+    finally:
+        await rec.close()
+    assert backend.most_at_once == 1
+    # ~0.2 s of arrivals over 0.05 s listings: a handful of listings, not one per caller.
+    assert 2 <= backend.calls <= 8, backend.calls
+
+
+async def test_a_listing_that_began_late_enough_is_shared() -> None:
+    rec = _reconciler()
+    backend = CountingBackend()
+    rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
+    try:
+        first = await rec._list(rt, Target.SLURM)
+        # Callers content with any listing since before the first began reuse it.
+        again = await asyncio.gather(*(rec._list(rt, Target.SLURM, newer_than=0.0)
+                                       for _ in range(20)))
+    finally:
+        await rec.close()
+    assert backend.calls == 1 and all(a is first for a in again)
