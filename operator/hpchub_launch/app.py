@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -32,6 +32,7 @@ from .config import LaunchConfig
 log = logging.getLogger("hpchub-launch")
 
 _PR_SET_CHILD_SUBREAPER = 36
+_PR_SET_PDEATHSIG = 1
 _STDERR_LINES = 20
 _PORT_ATTEMPTS = 200
 _EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
@@ -166,6 +167,30 @@ def can_bind(bind_ip: str, port: int) -> bool:
     return True
 
 
+def _die_with_launcher() -> Callable[[], None] | None:
+    """A pre-exec hook asking the kernel to SIGTERM the app when the launcher dies (Linux).
+
+    The app leads its own process group, so a SIGKILL of the launcher's group (an admin, the
+    OOM killer, a login-node wrapper killed) would leave it running, forgotten. SIGTERM lets
+    jupyter-server stop its kernels. libc is resolved here, before the fork: the hook only
+    makes two system calls.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    launcher = os.getpid()
+
+    def hook() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != launcher:  # the launcher died before the prctl took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return hook
+
+
 def become_subreaper() -> None:
     """Adopt orphaned descendants (Linux only; elsewhere a no-op)."""
     if not sys.platform.startswith("linux"):
@@ -224,6 +249,7 @@ class App:
                 stderr=subprocess.PIPE,
                 start_new_session=True,
                 pass_fds=pass_fds,
+                preexec_fn=_die_with_launcher(),
             )
         except OSError as exc:
             raise LaunchError(_start_error(argv[0], cwd, exc)) from None

@@ -222,3 +222,40 @@ async def test_a_port_taken_before_the_app_binds_it_is_replaced(
         # The default range (20000-60000) without the kernel's ephemeral ports.
         ephemeral = ephemeral_ports()
         assert report.port not in ephemeral and lost not in ephemeral, (ephemeral, run.log())
+
+
+SERVING_APP = """\
+import http.server, sys
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+http.server.HTTPServer((args["ip"], int(args["port"])), Api).serve_forever()
+"""
+
+
+async def test_the_app_does_not_outlive_a_killed_launcher(
+    callback_operator: Operator, alice_home: Path
+) -> None:
+    """SIGKILL of the launcher alone (the app leads its own process group, so killing the
+    launcher's group would not reach it): the kernel SIGTERMs the app."""
+    bindir = alice_home / "env" / "bin"
+    bindir.mkdir(parents=True)
+    (bindir / "python3").symlink_to("/usr/bin/python3")
+    app = bindir / "jupyter-lab"
+    app.write_text("#!/usr/bin/python3\n" + SERVING_APP)
+    app.chmod(0o755)
+    async with running(
+        callback_operator,
+        alice_home,
+        [str(bindir / "python3"), "-m", "hpchub_launch"],
+        PYTHONPATH=str(OPERATOR_SRC),
+        PYTHONNOUSERSITE="1",
+    ) as run:
+        report = await next_report(callback_operator.reports[run.uid], run, 60)
+        assert report.port is not None, run.log()
+        apps = [p for p in run.processes() if p != run.proc.pid]
+        assert apps, run.log()
+        os.kill(run.proc.pid, signal.SIGKILL)
+        await asyncio.wait_for(run.proc.wait(), 10)
+        await eventually(lambda: not run.processes(), 10, "the app to exit after its launcher")
