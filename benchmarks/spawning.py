@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from hpchub_stack.process import free_port
@@ -85,48 +86,45 @@ def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, A
 # ------------------------------------------------------------------------ hpchub's hub
 
 
-def ourhub_begin(hub: OurHub, user: str, server: str) -> float:
+def hub_begin(hub: OurHub | BaselineHub, user: str, server: str) -> float:
+    """Ask ``hub`` for a server through its REST API; the time of the request."""
     t0 = time.monotonic()
     status = hub.spawn(user, server)
     if status not in (201, 202):
-        raise RuntimeError(f"hpchub spawn {user}/{server}: HTTP {status}")
+        raise RuntimeError(f"{hub.name} spawn {user}/{server}: HTTP {status}")
     return t0
 
 
 def ourhub_wait(stack: Stack, hub: OurHub, user: str, server: str, t0: float,
                 limit: float) -> dict[str, Any]:
-    url = hub.server_url(user, server) + "api/status"
+    return _wait_usable(stack, hub.server_url(user, server) + "api/status", hub.tokens[user],
+                        lambda: hub.job_id(user, server), t0, limit, f"hpchub {user}/{server}")
+
+
+def _wait_usable(stack: Stack, url: str, token: str, job_id: Callable[[], str | None],
+                 t0: float, limit: float, what: str) -> dict[str, Any]:
+    """Poll ``url`` until 200; return the time since ``t0`` and Slurm's own queue time."""
     while time.monotonic() - t0 < limit:
-        if http_code(url, hub.tokens[user]) == 200:
+        if http_code(url, token) == 200:
             t200 = time.monotonic()
-            job = hub.job_id(user, server)
+            job = job_id()
             return {"total_s": t200 - t0,
                     "slurm_queue_s": queue_seconds(slurm_job(stack, job)) if job else None}
         time.sleep(0.05)
-    raise TimeoutError(f"hpchub {user}/{server} not usable after {limit:.0f}s")
+    raise TimeoutError(f"{what} not usable after {limit:.0f}s")
 
 
 # ------------------------------------------------------------------------ batchspawner
 
 
-def baseline_begin(hub: BaselineHub, user: str, server: str) -> float:
-    t0 = time.monotonic()
-    status = hub.spawn(user, server)
-    if status not in (201, 202):
-        raise RuntimeError(f"baseline spawn {user}/{server}: HTTP {status}")
-    return t0
-
-
 def baseline_wait(stack: Stack, hub: BaselineHub, user: str, server: str, t0: float,
                   limit: float) -> dict[str, Any]:
-    url = f"{stack.traefik.url}/user/{user}/{server}/api/status"
-    while time.monotonic() - t0 < limit:
-        if http_code(url, hub.token) == 200:
-            t200 = time.monotonic()
-            return {"total_s": t200 - t0, "slurm_queue_s": queue_seconds(
-                baseline_job(stack, user, server))}
-        time.sleep(0.05)
-    raise TimeoutError(f"baseline {user}/{server} not usable after {limit:.0f}s")
+    def job_id() -> str | None:
+        job = baseline_job(stack, user, server)
+        return str(job["job_id"]) if job else None
+
+    return _wait_usable(stack, f"{stack.traefik.url}/user/{user}/{server}/api/status",
+                        hub.token, job_id, t0, limit, f"baseline {user}/{server}")
 
 
 def baseline_job(stack: Stack, user: str, server: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 from ..baseline.hub import BaselineHub
 from ..measure import summary
 from ..ourhub import OurHub
-from ..spawning import baseline_begin, baseline_wait, ourhub_begin, ourhub_wait
+from ..spawning import baseline_wait, hub_begin, ourhub_wait
 from ..stack import USERS, Stack, log
 
 COUNT = {"quick": 10, "full": 50}
@@ -43,35 +43,31 @@ def _one(begin: Any, wait: Any, stack: Stack, hub: Any, user: str, server: str
     return wait(stack, hub, user, server, t0, LIMIT)  # type: ignore[no-any-return]
 
 
-def run(stack: Stack, mode: str) -> dict[str, Any]:
-    count = COUNT[mode]
-    log(f"scenario 3: burst of {count} hpchub spawns through its hub")
-    keys = [(USERS[i % len(USERS)], f"burst{i}") for i in range(count)]
-    ours = OurHub(stack, named_servers=count)
-    ours.start()
-    try:
-        began = time.monotonic()
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            futs = [pool.submit(_one, ourhub_begin, ourhub_wait, stack, ours, u, s)
-                    for u, s in keys]
-            hpc, hpc_fail = _collect(futs)
-        hpc_total = time.monotonic() - began
-        ours.stop_all()
-    finally:
-        ours.stop()
-    log(f"scenario 3: burst of {count} batchspawner spawns")
-    hub = BaselineHub(stack)
+def _burst(hub: Any, begin: Any, wait: Any, stack: Stack, keys: list[tuple[str, str]]
+           ) -> tuple[list[float | None], int, float]:
+    """Start ``hub``, spawn every (user, server) at once, stop all; (times, failures, total)."""
     hub.start()
     try:
         began = time.monotonic()
-        with ThreadPoolExecutor(max_workers=count) as pool:
-            futs = [pool.submit(_one, baseline_begin, baseline_wait, stack, hub, u, s)
-                    for u, s in keys]
-            base, base_fail = _collect(futs)
-        base_total = time.monotonic() - began
+        with ThreadPoolExecutor(max_workers=len(keys)) as pool:
+            futs = [pool.submit(_one, begin, wait, stack, hub, u, s) for u, s in keys]
+            times, failures = _collect(futs)
+        total = time.monotonic() - began
         hub.stop_all()
     finally:
         hub.stop()
+    return times, failures, total
+
+
+def run(stack: Stack, mode: str) -> dict[str, Any]:
+    count = COUNT[mode]
+    keys = [(USERS[i % len(USERS)], f"burst{i}") for i in range(count)]
+    log(f"scenario 3: burst of {count} hpchub spawns through its hub")
+    hpc, hpc_fail, hpc_total = _burst(OurHub(stack, named_servers=count), hub_begin,
+                                      ourhub_wait, stack, keys)
+    log(f"scenario 3: burst of {count} batchspawner spawns")
+    base, base_fail, base_total = _burst(BaselineHub(stack), hub_begin, baseline_wait,
+                                         stack, keys)
     res: dict[str, Any] = {
         "scenario": 3, "title": f"S3 burst of {count}: request -> usable (s)", "count": count,
         "level": "both through their hub and Traefik",

@@ -18,11 +18,10 @@ from ..measure import summary
 from ..ourhub import OurHub
 from ..spawning import (
     app_boot_seconds,
-    baseline_begin,
     baseline_wait,
     hpchub_begin,
     hpchub_wait,
-    ourhub_begin,
+    hub_begin,
     ourhub_wait,
 )
 from ..stack import USERS, Stack, delete_all_servers, log
@@ -35,23 +34,29 @@ def _overheads(runs: list[dict[str, Any]], boot: float) -> list[float | None]:
     return [r["total_s"] - (r["slurm_queue_s"] or 0.0) - boot for r in runs]
 
 
+def _one_after_another(hub: Any, begin: Any, wait: Any, stack: Stack, count: int
+                       ) -> list[dict[str, Any]]:
+    """Start ``hub``, spawn ``count`` servers one after another (each until usable), stop."""
+    runs: list[dict[str, Any]] = []
+    hub.start()
+    try:
+        for i in range(count):
+            user, server = USERS[i % len(USERS)], f"spawn{i}"
+            runs.append(wait(stack, hub, user, server, begin(hub, user, server), LIMIT))
+        hub.stop_all()
+    finally:
+        hub.stop()
+    return runs
+
+
 def run(stack: Stack, mode: str) -> dict[str, Any]:
     count = COUNT[mode]
     boots = [app_boot_seconds() for _ in range(3)]
     boot = statistics.median(boots)
     log(f"scenario 2: app boot (jupyter-lab, direct) {boot:.2f}s; {count} hpchub spawns "
         "through its hub")
-    hpc: list[dict[str, Any]] = []
-    ours = OurHub(stack, named_servers=count)
-    ours.start()
-    try:
-        for i in range(count):
-            user, server = USERS[i % len(USERS)], f"spawn{i}"
-            t0 = ourhub_begin(ours, user, server)
-            hpc.append(ourhub_wait(stack, ours, user, server, t0, LIMIT))
-        ours.stop_all()
-    finally:
-        ours.stop()
+    hpc = _one_after_another(OurHub(stack, named_servers=count), hub_begin, ourhub_wait,
+                             stack, count)
     log(f"scenario 2: {count} hpchub spawns at the JupyterServer level (no hub)")
     crs: list[dict[str, Any]] = []
     for i in range(count):
@@ -60,17 +65,7 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         crs.append(hpchub_wait(stack, name, t0, LIMIT))
     delete_all_servers(stack)
     log(f"scenario 2: {count} batchspawner spawns")
-    base: list[dict[str, Any]] = []
-    hub = BaselineHub(stack)
-    hub.start()
-    try:
-        for i in range(count):
-            user, server = USERS[i % len(USERS)], f"spawn{i}"
-            t0 = baseline_begin(hub, user, server)
-            base.append(baseline_wait(stack, hub, user, server, t0, LIMIT))
-        hub.stop_all()
-    finally:
-        hub.stop()
+    base = _one_after_another(BaselineHub(stack), hub_begin, baseline_wait, stack, count)
     ho, bo, co = _overheads(hpc, boot), _overheads(base, boot), _overheads(crs, boot)
     result: dict[str, Any] = {
         "scenario": 2, "title": "S2 spawn overhead (s)", "count": count,

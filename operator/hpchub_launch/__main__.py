@@ -40,7 +40,7 @@ from .app import (
 )
 from .config import Callback, ConfigError, LaunchConfig, read_callback, read_config
 from .isolation import SANDBOX_BIND_IP, Tools, decide, inner_port, unisolated_warning
-from .report import failure_text, send_report, wait_until_up
+from .report import REPORT_PATIENCE, failure_text, send_report, wait_until_up
 from .sandbox import Network, node_support, start_sandboxed
 
 log = logging.getLogger("hpchub-launch")
@@ -324,26 +324,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def report_failure(env: Mapping[str, str], reason: str) -> int:
     """Send a failure report without starting anything."""
-    try:
-        callback = read_callback(env)
-    except ConfigError as exc:
-        log.error("cannot report anything: %s", exc)
-        return EXIT_CONFIG
     log.error("%s", reason)
-    sent = send_report(callback, {"failure": failure_text(reason, [])})
+    sent = _report_only(env, {"failure": failure_text(reason, [])}, REPORT_PATIENCE)
+    if sent is None:
+        return EXIT_CONFIG
     return EXIT_START if sent else EXIT_REPORT
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
 
 
 def report_started(env: Mapping[str, str]) -> int:
     """Send the job-started hint, briefly: the operator's poll will see the job anyway."""
+    return EXIT_CONFIG if _report_only(env, {"started": True}, STARTED_PATIENCE) is None else 0
+
+
+def _report_only(env: Mapping[str, str], payload: dict[str, object], patience: float
+                 ) -> bool | None:
+    """POST one report; None when the callback settings are unusable."""
     try:
         callback = read_callback(env)
     except ConfigError as exc:
         log.error("cannot report anything: %s", exc)
-        return EXIT_CONFIG
-    send_report(callback, {"started": True}, patience=STARTED_PATIENCE)
-    return 0
+        return None
+    return send_report(callback, payload, patience=patience)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -130,13 +130,14 @@ http.server.HTTPServer(("127.0.0.1", port), Api).serve_forever()
 """
 
 
-def _bare_env_with_stubborn_app(home: Path) -> Path:
-    """A bin/ with a symlink to the system Python and the stubborn jupyter-lab beside it."""
+def _bare_env_with(home: Path, app_source: str) -> Path:
+    """A bin/ with a symlink to the system Python and a stand-in jupyter-lab beside it;
+    returns that python3."""
     bindir = home / "env" / "bin"
     bindir.mkdir(parents=True)
     (bindir / "python3").symlink_to("/usr/bin/python3")
     app = bindir / "jupyter-lab"
-    app.write_text("#!/usr/bin/python3\n" + STUBBORN_APP)
+    app.write_text("#!/usr/bin/python3\n" + app_source)
     app.chmod(0o755)
     return bindir / "python3"
 
@@ -146,7 +147,7 @@ async def test_stubborn_app_and_its_escaped_children_are_killed(
 ) -> None:
     """Also proves the launcher needs nothing but the standard library: it runs from a
     bare /usr/bin/python3 with only its own source on PYTHONPATH."""
-    python = _bare_env_with_stubborn_app(alice_home)
+    python = _bare_env_with(alice_home, STUBBORN_APP)
     async with running(
         callback_operator,
         alice_home,
@@ -200,16 +201,11 @@ http.server.HTTPServer((ip, port), Api).serve_forever()
 async def test_a_port_taken_before_the_app_binds_it_is_replaced(
     callback_operator: Operator, alice_home: Path
 ) -> None:
-    bindir = alice_home / "env" / "bin"
-    bindir.mkdir(parents=True)
-    (bindir / "python3").symlink_to("/usr/bin/python3")
-    app = bindir / "jupyter-lab"
-    app.write_text("#!/usr/bin/python3\n" + PORT_THIEF_APP)
-    app.chmod(0o755)
+    python = _bare_env_with(alice_home, PORT_THIEF_APP)
     async with running(
         callback_operator,
         alice_home,
-        [str(bindir / "python3"), "-m", "hpchub_launch"],
+        [str(python), "-m", "hpchub_launch"],
         HPCHUB_STOP_GRACE="1",
         PYTHONPATH=str(OPERATOR_SRC),
         PYTHONNOUSERSITE="1",
@@ -239,16 +235,11 @@ async def test_the_app_does_not_outlive_a_killed_launcher(
 ) -> None:
     """SIGKILL of the launcher alone (the app leads its own process group, so killing the
     launcher's group would not reach it): the kernel SIGTERMs the app."""
-    bindir = alice_home / "env" / "bin"
-    bindir.mkdir(parents=True)
-    (bindir / "python3").symlink_to("/usr/bin/python3")
-    app = bindir / "jupyter-lab"
-    app.write_text("#!/usr/bin/python3\n" + SERVING_APP)
-    app.chmod(0o755)
+    python = _bare_env_with(alice_home, SERVING_APP)
     async with running(
         callback_operator,
         alice_home,
-        [str(bindir / "python3"), "-m", "hpchub_launch"],
+        [str(python), "-m", "hpchub_launch"],
         PYTHONPATH=str(OPERATOR_SRC),
         PYTHONNOUSERSITE="1",
     ) as run:
