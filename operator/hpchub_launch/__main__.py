@@ -20,6 +20,7 @@ import os
 import random
 import signal
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
@@ -40,7 +41,7 @@ from .app import (
 )
 from .config import Callback, ConfigError, LaunchConfig, read_callback, read_config
 from .isolation import SANDBOX_BIND_IP, Tools, decide, inner_port, unisolated_warning
-from .report import REPORT_PATIENCE, failure_text, send_report, wait_until_up
+from .report import failure_text, send_report, wait_until_up
 from .sandbox import Network, node_support, start_sandboxed
 
 log = logging.getLogger("hpchub-launch")
@@ -282,6 +283,14 @@ def launch(env: Mapping[str, str]) -> int:
         log.error("invalid configuration: %s", exc)
         send_report(callback, {"failure": failure_text(f"launcher configuration: {exc}", [])})
         return EXIT_CONFIG
+    # The job has started: tell the operator now, so it reads Slurm at once instead of at
+    # its next poll (a hint; Slurm stays the authority). In a thread: nothing waits for it.
+    threading.Thread(
+        target=send_report,
+        args=(callback, {"started": True}, STARTED_PATIENCE),
+        name="started-hint",
+        daemon=True,
+    ).start()
     launcher = Launcher(callback, config, env)
     for sig in _STOP_SIGNALS:
         signal.signal(sig, launcher.on_signal)
@@ -303,12 +312,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="only report that the server cannot start, for REASON (used by the job script "
         "when the environment cannot be set up), and exit with status 4",
     )
-    parser.add_argument(
-        "--report-started",
-        action="store_true",
-        help="only tell the operator that the job has started (a hint to look at Slurm now; "
-        "used by the job script before it sets up the environment) and exit with status 0",
-    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stderr,
@@ -317,34 +320,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.report_failure is not None:
         return report_failure(os.environ, args.report_failure)
-    if args.report_started:
-        return report_started(os.environ)
     return launch(os.environ)
 
 
 def report_failure(env: Mapping[str, str], reason: str) -> int:
     """Send a failure report without starting anything."""
-    log.error("%s", reason)
-    sent = _report_only(env, {"failure": failure_text(reason, [])}, REPORT_PATIENCE)
-    if sent is None:
-        return EXIT_CONFIG
-    return EXIT_START if sent else EXIT_REPORT
-
-
-def report_started(env: Mapping[str, str]) -> int:
-    """Send the job-started hint, briefly: the operator's poll will see the job anyway."""
-    return EXIT_CONFIG if _report_only(env, {"started": True}, STARTED_PATIENCE) is None else 0
-
-
-def _report_only(env: Mapping[str, str], payload: dict[str, object], patience: float
-                 ) -> bool | None:
-    """POST one report; None when the callback settings are unusable."""
     try:
         callback = read_callback(env)
     except ConfigError as exc:
         log.error("cannot report anything: %s", exc)
-        return None
-    return send_report(callback, payload, patience=patience)
+        return EXIT_CONFIG
+    log.error("%s", reason)
+    sent = send_report(callback, {"failure": failure_text(reason, [])})
+    return EXIT_START if sent else EXIT_REPORT
+
+
 
 
 if __name__ == "__main__":

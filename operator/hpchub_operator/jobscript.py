@@ -74,12 +74,6 @@ hpchub_fail() {
   exec "$${hpchub_launcher}" --report-failure "$$1"
 }
 
-# Tell the operator now that the job has started, so it reads Slurm at once instead of at
-# its next poll (in the background: nothing waits for it; Slurm stays the authority).
-if command -v -- "$${hpchub_launcher}" >/dev/null 2>&1; then
-  "$${hpchub_launcher}" --report-started </dev/null &
-fi
-
 if [ "$${#hpchub_modules[@]}" -gt 0 ]; then
   if type module >/dev/null 2>&1; then
     for hpchub_module in "$${hpchub_modules[@]}"; do

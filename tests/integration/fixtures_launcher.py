@@ -44,6 +44,9 @@ class Operator:
     url: str
     servers: set[str] = field(default_factory=set)
     reports: dict[str, asyncio.Queue[Report]] = field(default_factory=dict)
+    """Port and failure reports, in order."""
+    started: set[str] = field(default_factory=set)
+    """Servers whose launcher sent the job-started hint."""
 
     def expect(self, uid: str) -> asyncio.Queue[Report]:
         """Make ``uid`` a known server and return the queue its reports arrive on."""
@@ -57,7 +60,10 @@ async def callback_operator() -> AsyncIterator[Operator]:
     op = Operator(url=f"http://127.0.0.1:{port}")
 
     async def on_report(uid: str, report: Report) -> None:
-        await op.reports[uid].put(report)
+        if report.kind == "started":
+            op.started.add(uid)
+        else:
+            await op.reports[uid].put(report)
 
     app = make_app(
         SECRET,

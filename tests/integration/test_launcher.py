@@ -43,6 +43,7 @@ async def test_jupyterlab_reports_its_port_and_stops_on_sigterm(
     async with running(callback_operator, alice_home) as run:
         report = await next_report(callback_operator.reports[run.uid], run, REPORT_TIMEOUT)
         assert report.failure is None, report.failure
+        assert run.uid in callback_operator.started  # the job-started hint (from a thread)
         assert report.port is not None and 20000 <= report.port <= 60000
         base = f"http://127.0.0.1:{report.port}"
 

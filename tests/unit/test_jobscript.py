@@ -123,7 +123,6 @@ class Runner:
         for d in (self.home / "proj", self.work / "a b"):
             d.mkdir(parents=True)
         self.pwned = root / "pwned"
-        self.hints: list[list[str]] = []
 
     def syntax_ok(self, script: str) -> bool:
         """``bash -n``: the script parses."""
@@ -153,10 +152,7 @@ class Runner:
         found = []
         for path in sorted(calls.iterdir()):
             found.append(path.read_bytes().decode().split("\0")[:-1])
-        # The job-started hint runs in the background, so its place among the calls varies:
-        # it is counted apart (the pipes close only once it has exited too).
-        self.hints = [c for c in found if c[2:] == ["--report-started"]]
-        return res.returncode, [c for c in found if c[2:] != ["--report-started"]]
+        return res.returncode, found
 
 
 @pytest.fixture
@@ -351,7 +347,6 @@ def test_template_quotes_hostile_values_into_inert_arguments(runner: Runner, val
 
     assert not runner.pwned.exists()
     assert status == 0, calls
-    assert runner.hints == [["hpchub-launch", str(runner.root), "--report-started"]]
     assert calls == [
         ["module", str(runner.root), "load", value],
         ["module", str(runner.root), "load", "second"],
@@ -482,15 +477,6 @@ def test_absolute_launcher(runner: Runner) -> None:
 
     assert status == 0
     assert calls == [["launch", str(runner.home)]]
-    assert runner.hints == [["launch", str(runner.root), "--report-started"]]
-
-
-def test_no_started_hint_when_the_launcher_is_not_found_yet(runner: Runner) -> None:
-    """A launcher that only the conda environment puts on PATH: the hint is skipped
-    (quietly), the failure to find it later is the job's real error."""
-    status, _ = runner.run(jobscript.render_script(spec(), cluster()), tools=("module",))
-    assert runner.hints == []
-    assert status != 0
 
 
 def test_script_header() -> None:
