@@ -35,6 +35,7 @@ from .app import (
     executable_name,
     exit_status,
     find_executable,
+    listener_is_ours,
     pick_port,
     port_clash,
     stop_leftovers,
@@ -122,12 +123,15 @@ class Launcher:
             up = self.wait_until_up(port)
             if self.stopping:
                 return self.finish()
-            if up:
+            # What answered may be another program that took the port first (another
+            # server starting on this node): only a listener of ours counts.
+            stolen = up and not self.listens(port)
+            if up and not stolen:
                 break
-            if attempt == _START_ATTEMPTS or not self.lost_port(port):
+            if attempt == _START_ATTEMPTS or not (stolen or self.lost_port(port)):
                 return self.fail_start(name, port)
             log.warning("port %d was taken before %s listened on it, trying another", port, name)
-            self.cleanup()
+            self.abandon()
         log.info("%s answers on port %d, reporting", name, port)
         accepted = send_report(self.callback, {"port": port}, keep_going=lambda: not self.signalled)
         if accepted or self.signalled:
@@ -145,6 +149,19 @@ class Launcher:
             self.config.start_timeout,
             keep_going=lambda: app.proc.poll() is None and not self.stopping and self.online(),
         )
+
+    def listens(self, port: int) -> bool:
+        """True when the socket listening on ``port`` belongs to the app (or /proc cannot
+        tell); in a sandbox the forwarded port is held by our slirp4netns."""
+        assert self.app is not None
+        return self.network is not None or listener_is_ours(port, self.app.pgid)
+
+    def abandon(self) -> None:
+        """Drop a start that lost its port: kill what is left of the app, clean up."""
+        assert self.app is not None
+        self.app.signal_group(signal.SIGKILL)
+        self.app.wait(5.0)
+        self.cleanup()
 
     def lost_port(self, port: int) -> bool:
         """True when the app exited because something else holds ``port`` now (it says so,

@@ -143,6 +143,44 @@ def _nth(parts: list[range], index: int) -> int:
     raise IndexError(index)
 
 
+def listener_is_ours(port: int, pgid: int, proc: Path = Path("/proc")) -> bool:
+    """False when /proc shows that the TCP socket listening on ``port`` belongs to no
+    process of ours (the app's group and our descendants); True when it does or when /proc
+    cannot tell. Another program may bind a port between our check and the app's bind,
+    and would then answer the readiness probe in the app's place."""
+    inodes = listening_inodes(port, proc / "net")
+    if inodes is None:
+        return True
+    for pid in _leftovers(pgid):
+        with contextlib.suppress(OSError):
+            for fd in os.scandir(proc / str(pid) / "fd"):
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd.path) in inodes:
+                        return True
+    return False
+
+
+def listening_inodes(port: int, proc_net: Path) -> set[str] | None:
+    """``socket:[inode]`` of every TCP socket (IPv4 and IPv6) listening on ``port``, from
+    ``/proc/net/tcp{,6}``; None when neither file can be read."""
+    found: set[str] = set()
+    readable = False
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... inode: st 0A is LISTEN.
+            if len(fields) > 9 and fields[3] == "0A":
+                local_port = int(fields[1].rsplit(":", 1)[1], 16)
+                if local_port == port:
+                    found.add(f"socket:[{fields[9]}]")
+    return found if readable else None
+
+
 def port_clash(port: int, stderr_lines: Iterable[str]) -> bool:
     """True when the app's last words say ``port`` was taken (jupyter-server's wording, the
     errno text of Python and C programs), e.g. by a process that bound it after our check."""

@@ -13,10 +13,12 @@ import json
 import os
 import pwd
 import signal
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
-from hpchub_launch.app import ephemeral_ports
+from hpchub_launch.app import can_bind, ephemeral_ports
 from hpchub_operator.callback import server_token
 
 from .fixtures_launcher import (
@@ -251,3 +253,72 @@ async def test_the_app_does_not_outlive_a_killed_launcher(
         os.kill(run.proc.pid, signal.SIGKILL)
         await asyncio.wait_for(run.proc.wait(), 10)
         await eventually(lambda: not run.processes(), 10, "the app to exit after its launcher")
+
+
+# A stand-in whose first start waits until the test has taken its port (and answers HTTP
+# there, as another server starting on the node would) before it tries to bind it.
+WAITS_FOR_THIEF_APP = """\
+import http.server, pathlib, sys, time
+args = dict(a[2:].split("=", 1) for a in sys.argv[1:] if a.startswith("--") and "=" in a)
+ip, port = args["ip"], int(args["port"])
+home = pathlib.Path.home()
+if not (home / "first-port").exists():
+    (home / "first-port").write_text(str(port))
+    while not (home / "taken").exists():
+        time.sleep(0.02)
+class Api(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.end_headers(); self.wfile.write(b"{}")
+http.server.HTTPServer((ip, port), Api).serve_forever()
+"""
+
+
+class _Squatter(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+def _two_free_ports() -> int:
+    """A port P below the ephemeral range such that P and P+1 are both free now."""
+    for low in range(21000, 32000, 7):
+        if can_bind("0.0.0.0", low) and can_bind("0.0.0.0", low + 1):
+            return low
+    raise AssertionError("no two adjacent free ports")
+
+
+async def test_a_port_answered_by_another_program_is_not_reported(
+    callback_operator: Operator, alice_home: Path
+) -> None:
+    """Someone else's server takes the port between the launcher's check and the app's
+    bind, and answers the readiness probe: the launcher must not report it as the app's."""
+    python = _bare_env_with(alice_home, WAITS_FOR_THIEF_APP)
+    low = _two_free_ports()
+    async with running(
+        callback_operator,
+        alice_home,
+        [str(python), "-m", "hpchub_launch"],
+        HPCHUB_STOP_GRACE="1",
+        HPCHUB_PORT_MIN=str(low),
+        HPCHUB_PORT_MAX=str(low + 1),
+        PYTHONPATH=str(OPERATOR_SRC),
+        PYTHONNOUSERSITE="1",
+    ) as run:
+        first = alice_home / "first-port"
+        await eventually(first.exists, 30, "the app's first start")
+        taken = int(first.read_text())
+        squatter = HTTPServer(("0.0.0.0", taken), _Squatter)
+        threading.Thread(target=squatter.serve_forever, daemon=True).start()
+        try:
+            (alice_home / "taken").touch()
+            report = await next_report(callback_operator.reports[run.uid], run, 60)
+        finally:
+            squatter.shutdown()
+            squatter.server_close()
+        assert report.failure is None, run.log()
+        assert report.port == ({low, low + 1} - {taken}).pop(), (report, taken, run.log())
+        assert f"port {taken} was taken before jupyter-lab listened on it" in run.log()

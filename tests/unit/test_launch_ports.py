@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from hpchub_launch.app import ephemeral_ports, pick_port, port_clash, port_pool
+from hpchub_launch.app import (
+    LaunchError,
+    ephemeral_ports,
+    listener_is_ours,
+    listening_inodes,
+    pick_port,
+    port_clash,
+    port_pool,
+)
 
 
 @pytest.mark.parametrize(
@@ -34,15 +46,13 @@ def test_pick_port_stays_out_of_the_avoided_ports() -> None:
     assert picked and all(20000 <= port < 20010 for port in picked)
 
 
-def test_pick_port_skips_a_port_in_use() -> None:
+def test_pick_port_never_returns_a_port_in_use() -> None:
     with socket.socket() as held:
         held.bind(("127.0.0.1", 0))
         held.listen()
         busy = held.getsockname()[1]
-        neighbour = busy + 1 if busy < 65535 else busy - 1
-        low, high = sorted((busy, neighbour))
-        for _ in range(20):
-            assert pick_port("127.0.0.1", low, high, avoid=range(0)) == neighbour
+        with pytest.raises(LaunchError, match=f"no free port among 1 tried in {busy}-{busy}"):
+            pick_port("127.0.0.1", busy, busy, avoid=range(0))
 
 
 def test_ephemeral_ports_from_proc(tmp_path: Path) -> None:
@@ -72,3 +82,46 @@ def test_ephemeral_ports_from_proc(tmp_path: Path) -> None:
 )
 def test_port_clash(lines: list[str], clash: bool) -> None:
     assert port_clash(34384, lines) is clash
+
+
+TCP_TABLE = """\
+  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:5E8C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 111 1
+   1: 00000000:5E8C 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 222 1
+   2: 0100007F:5E8C 0100007F:9C40 01 00000000:00000000 00:00000000 00000000     0        0 333 1
+   3: 0100007F:5E8D 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 444 1
+"""
+
+
+def test_listening_inodes_reads_listeners_of_one_port(tmp_path: Path) -> None:
+    (tmp_path / "tcp").write_text(TCP_TABLE)  # 0x5E8C = 24204; no tcp6 file: fine
+    assert listening_inodes(24204, tmp_path) == {"socket:[111]", "socket:[222]"}
+    assert listening_inodes(24205, tmp_path) == {"socket:[444]"}
+    assert listening_inodes(24206, tmp_path) == set()
+    assert listening_inodes(24204, tmp_path / "missing") is None
+
+
+def test_a_listener_of_ours_is_recognised() -> None:
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        assert listener_is_ours(held.getsockname()[1], os.getpgrp())
+
+
+def test_a_listener_of_another_program_is_not_ours() -> None:
+    """A listener held by a process that is neither our descendant nor in the group."""
+    script = ("import socket, sys, time\n"
+              "s = socket.socket(); s.bind(('127.0.0.1', 0)); s.listen()\n"
+              "print(s.getsockname()[1], flush=True); time.sleep(60)\n")
+    # sh starts python in the background and exits: python is re-parented away from us.
+    proc = subprocess.Popen(["sh", "-c", f'"{sys.executable}" -c "$0" &', script],
+                            stdout=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    port = int(proc.stdout.readline())
+    proc.wait(10)
+    try:
+        assert not listener_is_ours(port, os.getpgrp())
+    finally:
+        for line in subprocess.run(["pgrep", "-f", "s.getsockname"], capture_output=True,
+                                   text=True, check=False).stdout.split():
+            os.kill(int(line), signal.SIGKILL)
