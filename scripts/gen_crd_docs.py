@@ -111,6 +111,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "status.reason": "CamelCase reason of the current phase (table in operations.md).",
         "status.message": "Human-readable explanation.",
         "status.exitCode": "Exit code of the finished job, when Slurm reports one.",
+        "status.logFile": "The job's log on the cluster (`~` is the user's home), when "
+                          "the cluster keeps logs.",
         "status.tokenSecret": "Standalone servers (no `spec.hub`): Secret holding the "
                               "server's token (key `token`), owned by this object.",
         "status.submittedAt": "When the job was submitted or adopted.",
@@ -181,6 +183,12 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "spec.launcher.startTimeoutSeconds": "How long the app may take to answer once the "
                                              "job runs; the operator fails the server 30 s "
                                              "after it (StartTimeout).",
+        "spec.launcher.logDirectory": "Where each job writes its log (modules, conda, "
+                                      "launcher, app), created by the job as the user: "
+                                      "below the home directory unless absolute; `\"\"` for "
+                                      "no log.",
+        "spec.launcher.logRetentionDays": "Job logs older than this many days are removed "
+                                          "by the user's next job (0: kept).",
         "spec.policy.partitions": "Allowed partitions (empty: any).",
         "spec.policy.partitions[]": "A partition name.",
         "spec.policy.accounts": "Allowed accounts (empty: any).",

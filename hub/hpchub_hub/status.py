@@ -102,9 +102,10 @@ def failure_message(obj: Mapping[str, Any]) -> str:
     """The operator's reason for a Failed/Stopped server, for the user's eyes."""
     st = obj.get("status") or {}
     reason, message = st.get("reason"), st.get("message")
-    if reason and message:
-        return f"{reason}: {message}"
-    return str(message or reason or f"the server is {phase_of(obj).value}")
+    text = f"{reason}: {message}" if reason and message else str(
+        message or reason or f"the server is {phase_of(obj).value}")
+    log_file = st.get("logFile")
+    return f"{text} (job log on the cluster: {log_file})" if log_file else text
 
 
 def progress_of(phase: Phase) -> int:

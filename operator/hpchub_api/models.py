@@ -171,6 +171,7 @@ class JupyterServerStatus(_Status):
     message: str | None = None
     exit_code: int | None = None
     token_secret: str | None = None
+    log_file: str | None = None
     submitted_at: str | None = None
     started_at: str | None = None
     ready_at: str | None = None
@@ -270,6 +271,12 @@ class LauncherSettings(_Model):
                                               max_length=512)] = "hpchub-launch"
     port_range: PortRange = PortRange()
     start_timeout_seconds: Annotated[int, Field(ge=10, le=3600)] = 300
+    log_directory: Annotated[str, StringConstraints(pattern=p.LOG_DIRECTORY,
+                                                    max_length=256)] = ".hpchub/logs"
+    """Where each job writes its log (modules, conda, launcher, app): below the user's home
+    unless absolute; "" sends it nowhere."""
+    log_retention_days: Annotated[int, Field(ge=0, le=3650)] = 30
+    """Job logs older than this are removed by the next job of the user (0: kept)."""
 
 
 class Policy(_Model):

@@ -31,6 +31,8 @@ MODULE: Final = r"^[A-Za-z0-9][A-Za-z0-9._+/-]{0,127}$"
 CONDA_ENV: Final = r"^([A-Za-z0-9][A-Za-z0-9._-]{0,63}|/[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*)$"
 # Working directory: absolute, or under ~, $HOME, $WORK or $SCRATCH (expanded by the launcher).
 WORKDIR: Final = r"^(~|\$HOME|\$WORK|\$SCRATCH|\$STORE)?(/[A-Za-z0-9._+-]+)*/?$"
+# Directory of the job logs: below the user's home (relative) or absolute; "" for none.
+LOG_DIRECTORY: Final = r"^(/?[A-Za-z0-9._+-]+(/[A-Za-z0-9._+-]+)*)?$"
 ENV_NAME: Final = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
 # Environment values: any printable text on one line.
 ENV_VALUE: Final = r"^[^\x00-\x1f\x7f]*$"

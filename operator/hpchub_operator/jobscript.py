@@ -62,6 +62,26 @@ if [ -z "$${HOME:-}" ]; then
   export HOME
 fi
 export USER="$${USER:-$$(id -un)}" LOGNAME="$${LOGNAME:-$$(id -un)}"
+
+# The job's log, in a directory of the user's (below HOME unless absolute), made here:
+# everything from now on (modules, conda, the launcher and the app) goes there.
+hpchub_log_dir=$log_dir
+hpchub_log_name=$log_name
+hpchub_log_days=$log_days
+if [ -n "$${hpchub_log_dir}" ]; then
+  case "$${hpchub_log_dir}" in /*) ;; *) hpchub_log_dir="$${HOME}/$${hpchub_log_dir}" ;; esac
+  hpchub_log="$${hpchub_log_dir}/$${hpchub_log_name}-$${SLURM_JOB_ID:-$$$$}.log"
+  if mkdir -p -m 0700 -- "$${hpchub_log_dir}" 2>/dev/null && : >>"$${hpchub_log}" 2>/dev/null
+  then
+    exec >>"$${hpchub_log}" 2>&1
+    echo "hpchub: $${hpchub_log_name} (job $${SLURM_JOB_ID:-none}) on $$(hostname)," \
+      "$$(date '+%F %T %z')"
+    if [ "$${hpchub_log_days}" -gt 0 ]; then
+      find "$${hpchub_log_dir}" -maxdepth 1 -type f -name 'hpchub-*.log' \
+        -mtime "+$${hpchub_log_days}" -delete 2>/dev/null
+    fi
+  fi
+fi
 hpchub_modules=($modules)
 hpchub_conda_env=$conda_env
 hpchub_workdir_base=$workdir_base
@@ -139,8 +159,10 @@ def split_workdir(workdir: str | None) -> tuple[str, str]:
 # ----------------------------------------------------------------------------- script
 
 
-def render_script(spec: JupyterServerSpec, cluster: HPCClusterSpec) -> str:
-    """The batch script: load modules, activate conda, cd, exec the launcher."""
+def render_script(spec: JupyterServerSpec, cluster: HPCClusterSpec,
+                  log_name: str = constants.JOB_NAME_PREFIX + "server") -> str:
+    """The batch script: open its log, load modules, activate conda, cd, exec the launcher.
+    ``log_name`` is the log file's name before ``-<job id>.log``."""
     env = spec.environment
     modules = [
         checked(f"environment.modules[{i}]", module, patterns.MODULE, 128)
@@ -151,7 +173,13 @@ def render_script(spec: JupyterServerSpec, cluster: HPCClusterSpec) -> str:
     conda_env = _optional("environment.condaEnv", env.conda_env, patterns.CONDA_ENV, 256)
     base, path = split_workdir(env.working_directory)
     launcher = checked("launcher.command", cluster.launcher.command, LAUNCHER, 512)
+    log_dir = checked("launcher.logDirectory", cluster.launcher.log_directory,
+                      patterns.LOG_DIRECTORY)
     return SCRIPT.render({
+        "log_dir": log_dir,
+        "log_name": checked("log name", log_name, r"^hpchub-[A-Za-z0-9._-]{1,64}$", 71),
+        "log_days": str(_count("launcher.logRetentionDays",
+                               cluster.launcher.log_retention_days, 0, 3650)),
         "modules": modules,
         "conda_env": conda_env or "",
         "workdir_base": base,
@@ -161,6 +189,16 @@ def render_script(spec: JupyterServerSpec, cluster: HPCClusterSpec) -> str:
 
 
 # ----------------------------------------------------------------------------- request
+
+
+def log_file(cluster: HPCClusterSpec, job_name: str, job_id: str) -> str | None:
+    """Where the job script writes the log of Slurm job ``job_id`` (``~`` for the home
+    directory), None when the cluster keeps no logs."""
+    directory = cluster.launcher.log_directory
+    if not directory:
+        return None
+    base = directory if directory.startswith("/") else f"~/{directory}"
+    return f"{base}/{job_name}-{job_id}.log"
 
 
 def job_name(name: str) -> str:
@@ -210,7 +248,7 @@ def build_request(spec: JupyterServerSpec, cluster: HPCClusterSpec, uid: str, na
         user=checked("user", spec.user, patterns.USER, 32),
         name=job_name(checked("name", name, patterns.K8S_NAME, 63)),
         comment=constants.job_comment(checked("uid", uid, UID, 64)),
-        script=render_script(spec, cluster),
+        script=render_script(spec, cluster, job_name(name)),
         partition=_optional("slurm.partition", req.partition or defaults.partition,
                             patterns.SLURM_NAME),
         account=_optional("slurm.account", req.account or defaults.account,

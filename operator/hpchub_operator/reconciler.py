@@ -238,7 +238,10 @@ class Reconciler:
             self.metrics.slurm_latency.labels(rt.name, "submit").observe(
                 time.monotonic() - began)
         status = lifecycle.submitted(rec.status, job_id, utcnow())
-        await self.write(rec, status.model_copy(update={"token_secret": token_secret}))
+        log_file = (jobscript.log_file(rt.spec, request.name, job_id)
+                    if rec.spec.target == Target.SLURM else None)
+        await self.write(rec, status.model_copy(update={"token_secret": token_secret,
+                                                        "log_file": log_file}))
 
     async def _job_environment(self, rec: ServerRecord, rt: ClusterRuntime
                                ) -> tuple[dict[str, str], str | None]:

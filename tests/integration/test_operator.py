@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import pwd
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,6 +111,12 @@ def test_app_that_exits_at_once_fails_with_reason(operator: OperatorProcess,
     assert st["phase"] == "Failed", describe(kube_admin, "lab-broken")
     assert "/nonexistent/dir" in st["message"], st
     assert time.monotonic() - began < 60  # not a start timeout
+    # The job's own log, in the user's home, tells the same story with its details.
+    assert st["logFile"] == f"~/.hpchub/logs/hpchub-lab-broken-{st['jobId']}.log", st
+    log = Path(pwd.getpwnam("alice").pw_dir) / st["logFile"].removeprefix("~/")
+    text = log.read_text()
+    assert "cannot enter the working directory /nonexistent/dir" in text, text
+    assert log.stat().st_uid == pwd.getpwnam("alice").pw_uid
     delete_server(kube_admin, "lab-broken")
     wait_gone(kube_admin, "lab-broken")
 

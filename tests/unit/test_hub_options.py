@@ -229,3 +229,14 @@ def test_queued_message_carries_reason_and_estimated_start() -> None:
     assert msg == (
         "Queued in Slurm (job 42), reason: Resources, estimated start: 2026-11-26T14:00:00Z"
     )
+
+
+def test_failure_message_points_to_the_job_log() -> None:
+    failed = {"status": {"phase": "Failed", "reason": "AppFailedToStart",
+                         "message": "jupyter-lab exited with status 1 before answering",
+                         "logFile": "~/.hpchub/logs/hpchub-alice-lab-42.log"}}
+    assert status.failure_message(failed) == (
+        "AppFailedToStart: jupyter-lab exited with status 1 before answering "
+        "(job log on the cluster: ~/.hpchub/logs/hpchub-alice-lab-42.log)")
+    del failed["status"]["logFile"]
+    assert status.failure_message(failed).endswith("before answering")

@@ -107,6 +107,10 @@ exit 0
 """
 
 
+NO_LOG = {"log_dir": "", "log_name": "hpchub-x", "log_days": "0"}
+"""Template values for a script that keeps no log."""
+
+
 class Runner:
     """Runs rendered scripts with fake module, conda and hpchub-launch on PATH."""
 
@@ -216,7 +220,7 @@ def test_identity_fields() -> None:
     assert req.user == "alice"
     assert req.name == "hpchub-alice-lab"
     assert req.comment == "hpchub:0b6d2c7e-1f7a"
-    assert req.script == jobscript.render_script(spec(), cluster())
+    assert req.script == jobscript.render_script(spec(), cluster(), "hpchub-alice-lab")
 
 
 def test_job_name_is_sanitized_and_bounded() -> None:
@@ -338,6 +342,7 @@ def test_template_quotes_hostile_values_into_inert_arguments(runner: Runner, val
                                                              ) -> None:
     """Even with validation bypassed, the template hands each value over as one argument."""
     script = jobscript.SCRIPT.render({
+        **NO_LOG,
         "modules": [value, "second"], "conda_env": value or "base",
         "workdir_base": "HOME", "workdir_path": "/proj", "launcher": "hpchub-launch",
     })
@@ -363,7 +368,7 @@ def test_template_workdir_and_launcher_stay_literal(runner: Runner, value: str) 
     """A hostile path or launcher is looked up literally (and not found), never run."""
     for values in ({"workdir_path": "/" + value, "launcher": "hpchub-launch"},
                    {"workdir_path": "/proj", "launcher": value}):
-        script = jobscript.SCRIPT.render({"modules": [], "conda_env": "",
+        script = jobscript.SCRIPT.render({**NO_LOG, "modules": [], "conda_env": "",
                                           "workdir_base": "HOME", **values})
         assert runner.syntax_ok(script)
         status, calls = runner.run(script)
@@ -381,6 +386,7 @@ def test_template_workdir_and_launcher_stay_literal(runner: Runner, value: str) 
 def test_no_sbatch_directives_can_be_injected() -> None:
     """sbatch reads #SBATCH only before the first command: ours come after ``set -u``."""
     script = jobscript.SCRIPT.render({
+        "log_dir": "\n#SBATCH -A root", "log_name": "hpchub-x", "log_days": "0",
         "modules": ["x\n#SBATCH --uid=0"], "conda_env": "\n#SBATCH -p admin",
         "workdir_base": "", "workdir_path": "/", "launcher": "hpchub-launch",
     })
@@ -399,7 +405,7 @@ def test_template_has_no_raw_substitution() -> None:
                     if m.group("named") or m.group("braced")}
 
     assert placeholders == {"modules", "conda_env", "workdir_base", "workdir_path",
-                            "launcher"}
+                            "launcher", "log_dir", "log_name", "log_days"}
     with pytest.raises(KeyError):
         jobscript.SCRIPT.render({"modules": []})
 
@@ -484,3 +490,83 @@ def test_script_header() -> None:
 
     assert script.startswith("#!/bin/bash -l\n")
     assert os.linesep == "\n" and "\r" not in script
+
+
+# ----------------------------------------------------------------------------- job log
+
+
+def _logs(directory: Path) -> list[Path]:
+    return sorted(directory.glob("hpchub-*.log")) if directory.is_dir() else []
+
+
+def test_the_job_writes_its_log_below_home(runner: Runner) -> None:
+    hpc = cluster(launcher=LauncherSettings(log_directory=".hpchub/logs"))
+    script = jobscript.render_script(spec(environment=env_spec(conda_env="ml")), hpc,
+                                     "hpchub-alice-lab")
+
+    status, _ = runner.run(script, tools=("module", "hpchub-launch"))  # no conda here
+
+    log_dir = runner.home / ".hpchub" / "logs"
+    [log] = _logs(log_dir)
+    assert status == 0
+    assert stat.S_IMODE(log_dir.stat().st_mode) == 0o700
+    assert log.name.startswith("hpchub-alice-lab-") and log.name.endswith(".log")
+    text = log.read_text()
+    assert text.startswith("hpchub: hpchub-alice-lab (job none) on ")
+    # What went wrong before the launcher is in the log, for the user to read.
+    assert "hpchub: conda environment ml requested but no conda on this node" in text
+
+
+def test_old_logs_are_removed_and_others_kept(runner: Runner) -> None:
+    log_dir = runner.root / "abs-logs"
+    log_dir.mkdir()
+    old, recent, other = (log_dir / "hpchub-old-1.log", log_dir / "hpchub-new-2.log",
+                          log_dir / "notes.log")
+    for path in (old, recent, other):
+        path.write_text("x")
+    forty_days_ago = os.stat(old).st_mtime - 40 * 86400
+    os.utime(old, (forty_days_ago, forty_days_ago))
+    os.utime(other, (forty_days_ago, forty_days_ago))
+    hpc = cluster(launcher=LauncherSettings(log_directory=str(log_dir),
+                                            log_retention_days=30))
+
+    runner.run(jobscript.render_script(spec(), hpc))
+
+    assert not old.exists() and recent.exists() and other.exists()
+    assert len(_logs(log_dir)) == 2  # recent + this job's
+
+
+def test_no_log_directory_keeps_no_log(runner: Runner) -> None:
+    hpc = cluster(launcher=LauncherSettings(log_directory=""))
+    status, calls = runner.run(jobscript.render_script(spec(), hpc))
+    assert status == 0 and calls[-1][0] == "hpchub-launch"
+    assert not (runner.home / ".hpchub").exists()
+
+
+def test_an_unwritable_log_directory_does_not_stop_the_job(runner: Runner) -> None:
+    blocker = runner.root / "a-file"
+    blocker.write_text("not a directory")
+    hpc = cluster(launcher=LauncherSettings(log_directory=f"{blocker}/logs"))
+    status, calls = runner.run(jobscript.render_script(spec(), hpc))
+    assert status == 0 and calls[-1][0] == "hpchub-launch"
+
+
+@pytest.mark.parametrize("value", ["../etc", "logs/../..", "a b", "$HOME/x", "~/x", "x;y",
+                                   "/", "logs/"])
+def test_log_directory_values_outside_the_pattern_are_refused(value: str) -> None:
+    hpc = cluster(launcher=LauncherSettings.model_construct(
+        **(LauncherSettings().__dict__ | {"log_directory": value})))
+    if patterns.matches(patterns.LOG_DIRECTORY, value):
+        jobscript.render_script(spec(), hpc)  # accepted values are quoted literals
+    else:
+        with pytest.raises(ValueError, match=r"launcher\.logDirectory"):
+            jobscript.render_script(spec(), hpc)
+
+
+def test_log_file_shown_in_status() -> None:
+    relative = cluster(launcher=LauncherSettings(log_directory=".hpchub/logs"))
+    absolute = cluster(launcher=LauncherSettings(log_directory="/scratch/logs"))
+    none = cluster(launcher=LauncherSettings(log_directory=""))
+    assert jobscript.log_file(relative, "hpchub-lab", "42") == "~/.hpchub/logs/hpchub-lab-42.log"
+    assert jobscript.log_file(absolute, "hpchub-lab", "42") == "/scratch/logs/hpchub-lab-42.log"
+    assert jobscript.log_file(none, "hpchub-lab", "42") is None
