@@ -147,7 +147,8 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
         "spec.slurm.slurmConf": "`ssh` and `sudo` backends: slurm.conf on the login node when "
                                 "not the default path.",
         "spec.slurm.fastPollSeconds": "Poll interval while any server of the cluster is "
-                                      "changing state.",
+                                      "Submitted, Starting, Stopping or Unknown (queued "
+                                      "jobs' starts are pushed by the launcher).",
         "spec.slurm.slowPollSeconds": "Poll interval when all servers are steady (also the "
                                       "cap of the back-off while Slurm is unreachable).",
         "spec.login": "Login nodes: where login-node servers run, and where the `ssh` and "

@@ -21,7 +21,13 @@ from hpchub_api import constants as c
 from hpchub_api.models import JupyterServerStatus, Phase, Target
 
 from . import jobscript, lifecycle, policy
-from .backends.base import AccessRefused, JobInfo, SlurmRejected, SlurmUnavailable
+from .backends.base import (
+    AccessRefused,
+    BackendError,
+    JobInfo,
+    SlurmRejected,
+    SlurmUnavailable,
+)
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime
 from .kube import KubeGateway, SecretNotOwned
 from .metrics import Metrics
@@ -353,8 +359,7 @@ class Reconciler:
             group = [r for r in servers if r.spec and r.spec.target == target]
             if group:
                 await self._poll_group(rt, target, group)
-        busy = any(r.status.phase not in (Phase.RUNNING, Phase.STOPPED, Phase.FAILED)
-                   for r in servers)
+        busy = any(r.status.phase in lifecycle.FAST_POLL for r in servers)
         return rt.interval(busy=busy, jitter=jitter)
 
     async def _poll_group(self, rt: ClusterRuntime, target: Target,
@@ -483,18 +488,29 @@ class Reconciler:
                     (now - submitted).total_seconds())
 
     async def refresh(self, rec: ServerRecord) -> None:
-        """The job says it has started: observe this server now, from a listing that began
-        after the hint (shared with every other hint and poll in flight), instead of at the
-        next poll. Slurm stays the authority: the hint alone changes nothing."""
+        """The job says it has started: observe this server now, from a query of its job
+        alone (small whatever the queue's size), instead of at the next poll. Slurm stays
+        the authority: the hint alone changes nothing, and a job Slurm no longer shows
+        is left to the poll. Backends without a single-job query share a listing."""
         if rec.spec is None or not rec.status.job_id or rec.status.phase.final:
             return
         rt = await self.clusters.get(rec.cluster)
         if rt is None:
             return
-        listing_began = utcnow()
-        jobs = await self._list(rt, rec.spec.target, newer_than=time.monotonic())
-        tagged = [j for j in jobs.values() if c.uid_from_comment(j.comment) == rec.uid]
-        await self._observe(rec, rt, pick_job(tagged, rec), listing_began)
+        queried_at = utcnow()
+        try:
+            backend = rt.backend_for(rec.spec.target)
+            if backend.single_job_query:
+                job = await backend.job(rec.status.job_id, c.JOB_COMMENT_PREFIX)
+            else:  # a listing anyway: share one with every other hint and poll
+                jobs = await self._list(rt, rec.spec.target, newer_than=time.monotonic())
+                job = jobs.get(rec.status.job_id)
+        except (BackendError, ClusterConfigError, RetryLater, Refused) as exc:
+            log.info("%s/%s: start hint not followed (%s); the poll will tell",
+                     rec.namespace, rec.name, exc)
+            return
+        if job is not None and owned(job, rec):
+            await self._observe(rec, rt, job, queried_at)
 
     def _base_url(self, rec: ServerRecord) -> str:
         if rec.spec and rec.spec.hub:

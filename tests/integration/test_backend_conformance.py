@@ -114,6 +114,28 @@ async def test_jobs_is_one_query_for_many_jobs(
     assert after.get("REQUEST_JOB_INFO", 0) - before.get("REQUEST_JOB_INFO", 0) == 1
 
 
+async def test_job_finds_one_job_and_rest_asks_for_it_alone(
+        backend: SlurmBackend, slurm: SlurmCluster, submitted: list[tuple[str, str]]) -> None:
+    tag = new_tag()
+    job_id = await submit(backend, submitted, job(slurm, tag, "sleep 120"))
+    listed = (await backend.jobs(tag))[job_id]
+    before = await asyncio.to_thread(slurm.sdiag_counts)
+
+    one = await backend.job(job_id, tag)
+
+    after = await asyncio.to_thread(slurm.sdiag_counts)
+    assert one is not None
+    assert (one.job_id, one.user, one.comment, one.name) == (
+        listed.job_id, listed.user, listed.comment, listed.name)
+    assert one.state in ACTIVE
+    if backend.single_job_query:  # not a listing of the whole queue
+        assert after.get("REQUEST_JOB_INFO", 0) == before.get("REQUEST_JOB_INFO", 0)
+        assert after.get("REQUEST_JOB_INFO_SINGLE", 0) > before.get(
+            "REQUEST_JOB_INFO_SINGLE", 0)
+    assert await backend.job(job_id, tag + "-other") is None
+    assert await backend.job("999999", tag) is None
+
+
 async def test_cancel_is_final_and_idempotent(
         backend: SlurmBackend, slurm: SlurmCluster, submitted: list[tuple[str, str]]) -> None:
     tag = new_tag()

@@ -169,6 +169,10 @@ class SlurmRejected(BackendError):
 class SlurmBackend(Protocol):
     """Act on one Slurm cluster. Every call names the user it acts as."""
 
+    single_job_query: bool
+    """True when :meth:`job` asks about that job alone; False when it costs a listing
+    (``squeue --json`` of Slurm 22.05 ignores ``--jobs``), so a shared listing is better."""
+
     async def ping(self) -> ClusterFacts:
         """Check the cluster answers; return its version and partitions."""
 
@@ -177,6 +181,10 @@ class SlurmBackend(Protocol):
 
     async def jobs(self, tag_prefix: str) -> dict[str, JobInfo]:
         """All jobs whose comment starts with ``tag_prefix``, by job id, in ONE query."""
+
+    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
+        """One job, if it still exists and its comment starts with ``tag_prefix``; else
+        None (see :attr:`single_job_query` for what it costs)."""
 
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel a job as its user; a job that is already gone is not an error."""

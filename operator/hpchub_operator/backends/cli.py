@@ -305,6 +305,8 @@ class SlurmCliBackend:
     slurm.conf on the login node when it is not the compiled-in default.
     """
 
+    single_job_query = False
+
     def __init__(self, runner: CommandRunner, monitor_user: str, *,
                  slurm_conf: str | None = None, timeout: float = 60.0) -> None:
         if not patterns.matches(patterns.USER, monitor_user):
@@ -343,6 +345,19 @@ class SlurmCliBackend:
                                      "list jobs")
         body = checked_json(parsed(_UNREADABLE, parse_json, result.text), "list jobs")
         return parsed(_UNREADABLE, rest.parse_jobs, body, tag_prefix)
+
+    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
+        """``squeue --json --all --jobs ID``: one job (None once Slurm has forgotten it)."""
+        if not job_id.isdigit():
+            raise SlurmRejected(f"not a Slurm job id: {job_id!r}")
+        try:
+            result = await self._checked(self._monitor_user,
+                                         ["squeue", "--json", "--all", f"--jobs={job_id}"],
+                                         f"look up job {job_id}")
+        except SlurmRejected:  # "Invalid job id specified": purged
+            return None
+        body = checked_json(parsed(_UNREADABLE, parse_json, result.text), "look up job")
+        return parsed(_UNREADABLE, rest.parse_jobs, body, tag_prefix).get(job_id)
 
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel a job as its user; a job that is already gone is not an error."""

@@ -288,6 +288,8 @@ def _int(raw: str) -> int | None:
 class LoginNodeBackend:
     """SlurmBackend for servers run as detached processes on login nodes."""
 
+    single_job_query = False
+
     def __init__(self, nodes: Sequence[LoginTarget], monitor_user: str, state_directory: str,
                  limits: Limits = Limits(), *, timeout: float = 60.0) -> None:
         if not nodes:
@@ -347,6 +349,17 @@ class LoginNodeBackend:
         for node, text in zip(self._nodes, listings, strict=True):
             found.update(parsed("login-node listing", parse_listing, text, node, tag_prefix))
         return found
+
+    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
+        """One server, from the listing of its login node only."""
+        try:
+            node, _ = split_job_id(job_id)
+        except ValueError as exc:
+            raise SlurmRejected(str(exc)) from exc
+        if node not in self._nodes:
+            raise SlurmRejected(f"unknown login node {node!r} in job id {job_id}")
+        text = await self._list(node)
+        return parsed("login-node listing", parse_listing, text, node, tag_prefix).get(job_id)
 
     async def cancel(self, job_id: str, user: str) -> None:
         """End the server's whole process group as its user; a gone server is fine."""

@@ -355,6 +355,8 @@ class SlurmRestBackend:
     ``trace_configs`` to instrument the HTTP client (metrics, request counts).
     """
 
+    single_job_query = True
+
     def __init__(
         self,
         url: str,
@@ -410,6 +412,17 @@ class SlurmRestBackend:
         except SlurmRejected as exc:  # e.g. PrivateData hides jobs from the monitor user
             raise SlurmUnavailable(f"{exc} (job states unknown)") from exc
         return parsed(_UNREADABLE, parse_jobs, body, tag_prefix)
+
+    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
+        """``GET /job/{id}``: one job (None once Slurm has forgotten it)."""
+        if not job_id.isdigit():
+            raise SlurmRejected(f"not a Slurm job id: {job_id!r}")
+        try:
+            body = await self._call("GET", f"/job/{job_id}", self._monitor_user,
+                                    what=f"look up job {job_id}")
+        except SlurmRejected:  # "Invalid job id": purged from slurmctld's memory
+            return None
+        return parsed(_UNREADABLE, parse_jobs, body, tag_prefix).get(job_id)
 
     async def cancel(self, job_id: str, user: str) -> None:
         """Cancel a job as its user; a job that is already gone is not an error."""
