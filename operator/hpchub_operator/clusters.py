@@ -40,6 +40,8 @@ class ClusterRuntime:
     listing_tasks: dict[Target, tuple[float, asyncio.Future[dict[str, JobInfo]]]] = field(
         default_factory=dict)
     """Per target: the listing in flight, shared by concurrent callers."""
+    submitted: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a server of the cluster was just submitted: the poller looks sooner."""
     unreachable_since: dt.datetime | None = None
     last_error: str = ""
     node_addresses: dict[str, str] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -12,7 +13,7 @@ import kopf
 
 from hpchub_api import constants as c
 
-from .clusters import ClusterConfigError, cluster_status, next_wait
+from .clusters import ClusterConfigError, ClusterRuntime, cluster_status, next_wait
 from .context import OperatorContext
 from .reconciler import Refused, RetryLater
 from .registry import utcnow
@@ -151,7 +152,32 @@ async def cluster_poller(body: kopf.Body, stopped: kopf.DaemonStopped, memo: kop
             if (utcnow() - last_check).total_seconds() > ctx.settings.cluster_check_seconds:
                 last_check = utcnow()
                 await ctx.check_cluster(rt)
-        await stopped.wait(next_wait(delay, time.monotonic() - began))
+        wait = next_wait(delay, time.monotonic() - began)
+        if rt is None:
+            await stopped.wait(wait)
+            continue
+        if not await _submission_or_stop(rt, stopped, wait):
+            continue
+        # A server was submitted: look at it one fast interval after this poll began.
+        rt.submitted.clear()
+        soon = began + rt.spec.slurm.fast_poll_seconds - time.monotonic()
+        if soon > 0:
+            await stopped.wait(soon)
+
+
+async def _submission_or_stop(rt: ClusterRuntime, stopped: kopf.DaemonStopped,
+                              seconds: float) -> bool:
+    """Sleep up to ``seconds``; True when a submission on the cluster cut it short."""
+    async def stop() -> None:
+        await stopped.wait(seconds)
+
+    waiters = {asyncio.ensure_future(rt.submitted.wait()), asyncio.ensure_future(stop())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+    return rt.submitted.is_set() and not stopped
 
 
 # ----------------------------------------------------------------------------- lifecycle

@@ -248,6 +248,7 @@ class Reconciler:
                     if rec.spec.target == Target.SLURM else None)
         await self.write(rec, status.model_copy(update={"token_secret": token_secret,
                                                         "log_file": log_file}))
+        rt.submitted.set()
 
     async def _job_environment(self, rec: ServerRecord, rt: ClusterRuntime
                                ) -> tuple[dict[str, str], str | None]:
@@ -359,7 +360,9 @@ class Reconciler:
             group = [r for r in servers if r.spec and r.spec.target == target]
             if group:
                 await self._poll_group(rt, target, group)
-        busy = any(r.status.phase in lifecycle.FAST_POLL for r in servers)
+        # Over every server now, not only those polled: one submitted meanwhile is busy too.
+        busy = any(r.status.phase in lifecycle.FAST_POLL
+                   for r in self.registry.by_cluster(rt.name) if r.status.job_id)
         return rt.interval(busy=busy, jitter=jitter)
 
     async def _poll_group(self, rt: ClusterRuntime, target: Target,
@@ -492,19 +495,24 @@ class Reconciler:
         alone (small whatever the queue's size), instead of at the next poll. Slurm stays
         the authority: the hint alone changes nothing, and a job Slurm no longer shows
         is left to the poll. Backends without a single-job query share a listing."""
-        if rec.spec is None or not rec.status.job_id or rec.status.phase.final:
-            return
+        # The job can start (and hint) before the submission's status write is done: that
+        # write happens under the lock, so wait for it before reading the job id.
+        async with rec.lock:
+            job_id = rec.status.job_id
+            if rec.spec is None or not job_id or rec.status.phase.final:
+                return
+            target = rec.spec.target
         rt = await self.clusters.get(rec.cluster)
         if rt is None:
             return
         queried_at = utcnow()
         try:
-            backend = rt.backend_for(rec.spec.target)
+            backend = rt.backend_for(target)
             if backend.single_job_query:
-                job = await backend.job(rec.status.job_id, c.JOB_COMMENT_PREFIX)
+                job = await backend.job(job_id, c.JOB_COMMENT_PREFIX)
             else:  # a listing anyway: share one with every other hint and poll
-                jobs = await self._list(rt, rec.spec.target, newer_than=time.monotonic())
-                job = jobs.get(rec.status.job_id)
+                jobs = await self._list(rt, target, newer_than=time.monotonic())
+                job = jobs.get(job_id)
         except (BackendError, ClusterConfigError, RetryLater, Refused) as exc:
             log.info("%s/%s: start hint not followed (%s); the poll will tell",
                      rec.namespace, rec.name, exc)
