@@ -507,18 +507,23 @@ class Reconciler:
             return
         queried_at = utcnow()
         try:
-            backend = rt.backend_for(target)
-            if backend.single_job_query:
-                job = await backend.job(job_id, c.JOB_COMMENT_PREFIX)
-            else:  # a listing anyway: share one with every other hint and poll
-                jobs = await self._list(rt, target, newer_than=time.monotonic())
-                job = jobs.get(job_id)
+            job = await self._job_now(rt, target, job_id)
         except (BackendError, ClusterConfigError, RetryLater, Refused) as exc:
             log.info("%s/%s: start hint not followed (%s); the poll will tell",
                      rec.namespace, rec.name, exc)
             return
         if job is not None and owned(job, rec):
             await self._observe(rec, rt, job, queried_at)
+
+    async def _job_now(self, rt: ClusterRuntime, target: Target, job_id: str
+                       ) -> JobInfo | None:
+        """One job as Slurm shows it now: a query of that job alone where the backend has
+        one, else a listing that begins now (shared with every other caller)."""
+        backend = rt.backend_for(target)
+        if backend.single_job_query:
+            return await backend.job(job_id, c.JOB_COMMENT_PREFIX)
+        jobs = await self._list(rt, target, newer_than=time.monotonic())
+        return jobs.get(job_id)
 
     def _base_url(self, rec: ServerRecord) -> str:
         if rec.spec and rec.spec.hub:
@@ -534,6 +539,11 @@ class Reconciler:
         job = next((j for j in rt.last_jobs.values() if owned(j, rec) and j.nodes), None)
         if job is None:
             job = await self._find_job(rt, rec)
+        if (job is None or not job.first_node) and rec.status.job_id:
+            # The listing at hand predates the job's start (the app runs, so Slurm has
+            # allocated it by now): ask again rather than make the launcher back off.
+            fresh = await self._job_now(rt, rec.spec.target, rec.status.job_id)
+            job = fresh if fresh is not None and owned(fresh, rec) else job
         if job is None or not job.first_node:
             raise RetryLater("the job has no node allocated yet", 2)
         node = job.first_node

@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from hpchub_api import constants as c
 from hpchub_api.models import HPCClusterSpec, Target
+from hpchub_operator.backends.base import JobInfo, JobState
 from hpchub_operator.clusters import ClusterRuntime
 from hpchub_operator.metrics import Metrics
 from hpchub_operator.reconciler import Reconciler
@@ -70,3 +72,47 @@ async def test_a_listing_that_began_late_enough_is_shared() -> None:
     finally:
         await rec.close()
     assert backend.calls == 1 and all(a is first for a in again)
+
+
+class StaleListingBackend(CountingBackend):
+    """Lists the job as still pending; asked about the job alone, says where it runs."""
+
+    single_job_query = True
+
+    def __init__(self, pending: JobInfo, running: JobInfo) -> None:
+        super().__init__()
+        self.pending, self.running, self.single_queries = pending, running, 0
+
+    async def jobs(self, prefix: str) -> dict[str, Any]:
+        await super().jobs(prefix)
+        return {self.pending.job_id: self.pending}
+
+    async def job(self, job_id: str, prefix: str) -> JobInfo | None:
+        self.single_queries += 1
+        return self.running if job_id == self.running.job_id else None
+
+    async def node_address(self, node: str) -> str:
+        return {"n01": "10.0.0.1"}[node]
+
+
+async def test_a_report_after_a_stale_listing_asks_slurm_again() -> None:
+    """The app reported, so its job runs; a listing made before it started (job pending,
+    no node) must not send the launcher into its back-off."""
+    uid = "0b6d2c7e-1f7a-4c55-9d7e-5f3f7f0c2a11"
+    registry = ServerRegistry()
+    rec = registry.observe({
+        "metadata": {"namespace": "ns", "name": "lab", "uid": uid},
+        "spec": {"user": "alice", "cluster": "c", "target": "slurm"},
+        "status": {"phase": "Starting", "jobId": "42"}})
+    pending = JobInfo("42", "alice", JobState.parse("PENDING"), comment=c.job_comment(uid))
+    running = JobInfo("42", "alice", JobState.parse("RUNNING"), comment=c.job_comment(uid),
+                      nodes="n[01-02]")
+    backend = StaleListingBackend(pending, running)
+    rec_ = _reconciler()
+    rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
+    try:
+        await rec_._list(rt, Target.SLURM)  # the stale listing, made before the start
+        assert await rec_._job_host(rt, rec) == "10.0.0.1"
+    finally:
+        await rec_.close()
+    assert backend.single_queries == 1
