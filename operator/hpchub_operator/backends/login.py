@@ -350,25 +350,25 @@ class LoginNodeBackend:
             found.update(parsed("login-node listing", parse_listing, text, node, tag_prefix))
         return found
 
-    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
-        """One server, from the listing of its login node only."""
-        try:
-            node, _ = split_job_id(job_id)
-        except ValueError as exc:
-            raise SlurmRejected(str(exc)) from exc
-        if node not in self._nodes:
-            raise SlurmRejected(f"unknown login node {node!r} in job id {job_id}")
-        text = await self._list(node)
-        return parsed("login-node listing", parse_listing, text, node, tag_prefix).get(job_id)
-
-    async def cancel(self, job_id: str, user: str) -> None:
-        """End the server's whole process group as its user; a gone server is fine."""
+    def _node_of(self, job_id: str) -> tuple[str, int]:
+        """(login node, pid) of one of our job ids; SlurmRejected for anything else."""
         try:
             node, pid = split_job_id(job_id)
         except ValueError as exc:
             raise SlurmRejected(str(exc)) from exc
         if node not in self._nodes:
             raise SlurmRejected(f"unknown login node {node!r} in job id {job_id}")
+        return node, pid
+
+    async def job(self, job_id: str, tag_prefix: str) -> JobInfo | None:
+        """One server, from the listing of its login node only."""
+        node, _ = self._node_of(job_id)
+        text = await self._list(node)
+        return parsed("login-node listing", parse_listing, text, node, tag_prefix).get(job_id)
+
+    async def cancel(self, job_id: str, user: str) -> None:
+        """End the server's whole process group as its user; a gone server is fine."""
+        node, pid = self._node_of(job_id)
         what = f"stop {job_id} as {user}"
         result = await self._run(node, user, agent_argv("cancel", self._state, str(pid)),
                                  what)
