@@ -9,6 +9,7 @@ back as a failure report with a useful reason, fast.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pwd
@@ -26,6 +27,7 @@ from .fixtures_launcher import (
     REPORT_TIMEOUT,
     SECRET,
     USER,
+    Launch,
     Operator,
     cmdline,
     environ_of,
@@ -145,19 +147,25 @@ def _bare_env_with(home: Path, app_source: str) -> Path:
     return bindir / "python3"
 
 
+def running_bare(operator: Operator, home: Path, app_source: str,
+                 **extra: str) -> contextlib.AbstractAsyncContextManager[Launch]:
+    """``running`` of the launcher from a bare /usr/bin/python3 (only its own source on
+    PYTHONPATH) with ``app_source`` as its jupyter-lab."""
+    python = _bare_env_with(home, app_source)
+    return running(operator, home, [str(python), "-m", "hpchub_launch"],
+                   PYTHONPATH=str(OPERATOR_SRC), PYTHONNOUSERSITE="1", **extra)
+
+
 async def test_stubborn_app_and_its_escaped_children_are_killed(
     callback_operator: Operator, alice_home: Path
 ) -> None:
     """Also proves the launcher needs nothing but the standard library: it runs from a
     bare /usr/bin/python3 with only its own source on PYTHONPATH."""
-    python = _bare_env_with(alice_home, STUBBORN_APP)
-    async with running(
+    async with running_bare(
         callback_operator,
         alice_home,
-        [str(python), "-m", "hpchub_launch"],
+        STUBBORN_APP,
         HPCHUB_STOP_GRACE="1",
-        PYTHONPATH=str(OPERATOR_SRC),
-        PYTHONNOUSERSITE="1",
         PYTHONDONTWRITEBYTECODE="1",
     ) as run:
         report = await next_report(callback_operator.reports[run.uid], run, 60)
@@ -204,14 +212,11 @@ http.server.HTTPServer((ip, port), Api).serve_forever()
 async def test_a_port_taken_before_the_app_binds_it_is_replaced(
     callback_operator: Operator, alice_home: Path
 ) -> None:
-    python = _bare_env_with(alice_home, PORT_THIEF_APP)
-    async with running(
+    async with running_bare(
         callback_operator,
         alice_home,
-        [str(python), "-m", "hpchub_launch"],
+        PORT_THIEF_APP,
         HPCHUB_STOP_GRACE="1",
-        PYTHONPATH=str(OPERATOR_SRC),
-        PYTHONNOUSERSITE="1",
     ) as run:
         report = await next_report(callback_operator.reports[run.uid], run, 60)
         assert report.failure is None, run.log()
@@ -238,13 +243,10 @@ async def test_the_app_does_not_outlive_a_killed_launcher(
 ) -> None:
     """SIGKILL of the launcher alone (the app leads its own process group, so killing the
     launcher's group would not reach it): the kernel SIGTERMs the app."""
-    python = _bare_env_with(alice_home, SERVING_APP)
-    async with running(
+    async with running_bare(
         callback_operator,
         alice_home,
-        [str(python), "-m", "hpchub_launch"],
-        PYTHONPATH=str(OPERATOR_SRC),
-        PYTHONNOUSERSITE="1",
+        SERVING_APP,
     ) as run:
         report = await next_report(callback_operator.reports[run.uid], run, 60)
         assert report.port is not None, run.log()
@@ -296,17 +298,14 @@ async def test_a_port_answered_by_another_program_is_not_reported(
 ) -> None:
     """Someone else's server takes the port between the launcher's check and the app's
     bind, and answers the readiness probe: the launcher must not report it as the app's."""
-    python = _bare_env_with(alice_home, WAITS_FOR_THIEF_APP)
     low = _two_free_ports()
-    async with running(
+    async with running_bare(
         callback_operator,
         alice_home,
-        [str(python), "-m", "hpchub_launch"],
+        WAITS_FOR_THIEF_APP,
         HPCHUB_STOP_GRACE="1",
         HPCHUB_PORT_MIN=str(low),
         HPCHUB_PORT_MAX=str(low + 1),
-        PYTHONPATH=str(OPERATOR_SRC),
-        PYTHONNOUSERSITE="1",
     ) as run:
         first = alice_home / "first-port"
         await eventually(first.exists, 30, "the app's first start")
