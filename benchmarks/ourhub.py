@@ -96,15 +96,15 @@ class OurHub:
     def server_url(self, login: str, server: str) -> str:
         return f"{self.url}/user/{login}/{server}/"
 
-    def job_id(self, login: str, server: str) -> str | None:
-        """The Slurm job of a server, from the JupyterServer the spawner created."""
+    def job_of(self, login: str, server: str) -> tuple[str | None, str | None]:
+        """(Slurm job id, name) of the JupyterServer the spawner created for a server."""
         selector = f"{c.LABEL_USER}={login},{c.LABEL_SERVER_NAME}={server}"
         items = self.stack.admin.get(f"{SERVERS}?labelSelector={selector}")["items"]
         for obj in items:
             job = (obj.get("status") or {}).get("jobId")
             if job:
-                return str(job)
-        return None
+                return str(job), str(obj["metadata"]["name"])
+        return None, None
 
     def servers(self) -> dict[tuple[str, str], dict[str, Any]]:
         out: dict[tuple[str, str], dict[str, Any]] = {}

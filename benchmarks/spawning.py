@@ -5,7 +5,9 @@ same ``POST /hub/api/users/<u>/servers/<s>`` -> first 200 through Traefik at
 ``/user/<u>/<s>/api/status`` (hpchub: the user's own token; batchspawner: its admin token).
 hpchub at the JupyterServer level (no hub): create the CR -> first 200 from
 ``status.url + api/status`` with the server's token.
-Slurm's own submit-to-start comes from the job's ``submit_time``/``start_time`` (slurmrestd).
+Each timed spawn returns wall-clock ``t0``/``t200`` and its job id (and, for hpchub, its
+JupyterServer's name); :func:`benchmarks.timeline.attach` adds Slurm's own submit -> start from
+slurmctld's log (milliseconds) and the stages around it.
 """
 
 from __future__ import annotations
@@ -40,25 +42,11 @@ def http_code(url: str, token: str | None = None, timeout: float = 5) -> int:
         return 0
 
 
-def slurm_job(stack: Stack, job_id: str) -> dict[str, Any]:
-    status, body = stack.slurm.rest_request("GET", f"job/{job_id}", "slurm")
-    jobs = body.get("jobs") or [] if status == 200 else []
-    return jobs[0] if jobs else {}
-
-
-def queue_seconds(job: dict[str, Any]) -> float | None:
-    """Slurm's own submit -> start (whole seconds: Slurm's resolution)."""
-    sub, start = job.get("submit_time"), job.get("start_time")
-    if not sub or not start:
-        return None
-    return float(start) - float(sub)
-
-
 # ------------------------------------------------------------------------ hpchub
 
 
 def hpchub_begin(stack: Stack, name: str, user: str) -> float:
-    t0 = time.monotonic()
+    t0 = time.time()
     stack.admin.create(SERVERS, server_manifest(name, user, "local"))
     return t0
 
@@ -66,7 +54,7 @@ def hpchub_begin(stack: Stack, name: str, user: str) -> float:
 def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, Any]:
     """Poll the CR until it has a URL, then the URL until 200; return timings."""
     token = None
-    while time.monotonic() - t0 < limit:
+    while time.time() - t0 < limit:
         obj = stack.admin.get(f"{SERVERS}/{name}")
         st = obj.get("status") or {}
         if st.get("phase") == "Failed":
@@ -76,9 +64,9 @@ def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, A
                 sec = stack.admin.get(f"/api/v1/namespaces/{NS}/secrets/{st['tokenSecret']}")
                 token = base64.b64decode(sec["data"]["token"]).decode()
             if http_code(st["url"] + "api/status", token) == 200:
-                t200 = time.monotonic()
-                return {"total_s": t200 - t0,
-                        "slurm_queue_s": queue_seconds(slurm_job(stack, st["jobId"]))}
+                t200 = time.time()
+                return {"total_s": t200 - t0, "t0": t0, "t200": t200,
+                        "job_id": st["jobId"], "server": name}
         time.sleep(0.05)
     raise TimeoutError(f"{name} not usable after {limit:.0f}s")
 
@@ -87,8 +75,8 @@ def hpchub_wait(stack: Stack, name: str, t0: float, limit: float) -> dict[str, A
 
 
 def hub_begin(hub: OurHub | BaselineHub, user: str, server: str) -> float:
-    """Ask ``hub`` for a server through its REST API; the time of the request."""
-    t0 = time.monotonic()
+    """Ask ``hub`` for a server through its REST API; the (wall-clock) time of the request."""
+    t0 = time.time()
     status = hub.spawn(user, server)
     if status not in (201, 202):
         raise RuntimeError(f"{hub.name} spawn {user}/{server}: HTTP {status}")
@@ -98,18 +86,19 @@ def hub_begin(hub: OurHub | BaselineHub, user: str, server: str) -> float:
 def ourhub_wait(stack: Stack, hub: OurHub, user: str, server: str, t0: float,
                 limit: float) -> dict[str, Any]:
     return _wait_usable(stack, hub.server_url(user, server) + "api/status", hub.tokens[user],
-                        lambda: hub.job_id(user, server), t0, limit, f"hpchub {user}/{server}")
+                        lambda: hub.job_of(user, server), t0, limit, f"hpchub {user}/{server}")
 
 
-def _wait_usable(stack: Stack, url: str, token: str, job_id: Callable[[], str | None],
+def _wait_usable(stack: Stack, url: str, token: str,
+                 job_of: Callable[[], tuple[str | None, str | None]],
                  t0: float, limit: float, what: str) -> dict[str, Any]:
-    """Poll ``url`` until 200; return the time since ``t0`` and Slurm's own queue time."""
-    while time.monotonic() - t0 < limit:
+    """Poll ``url`` until 200; the time since ``t0`` and (job id, JupyterServer name)."""
+    while time.time() - t0 < limit:
         if http_code(url, token) == 200:
-            t200 = time.monotonic()
-            job = job_id()
-            return {"total_s": t200 - t0,
-                    "slurm_queue_s": queue_seconds(slurm_job(stack, job)) if job else None}
+            t200 = time.time()
+            job, name = job_of()
+            return {"total_s": t200 - t0, "t0": t0, "t200": t200, "job_id": job,
+                    "server": name}
         time.sleep(0.05)
     raise TimeoutError(f"{what} not usable after {limit:.0f}s")
 
@@ -119,12 +108,12 @@ def _wait_usable(stack: Stack, url: str, token: str, job_id: Callable[[], str | 
 
 def baseline_wait(stack: Stack, hub: BaselineHub, user: str, server: str, t0: float,
                   limit: float) -> dict[str, Any]:
-    def job_id() -> str | None:
+    def job_of() -> tuple[str | None, str | None]:
         job = baseline_job(stack, user, server)
-        return str(job["job_id"]) if job else None
+        return (str(job["job_id"]) if job else None), None
 
     return _wait_usable(stack, f"{stack.traefik.url}/user/{user}/{server}/api/status",
-                        hub.token, job_id, t0, limit, f"baseline {user}/{server}")
+                        hub.token, job_of, t0, limit, f"baseline {user}/{server}")
 
 
 def baseline_job(stack: Stack, user: str, server: str) -> dict[str, Any]:

@@ -2,6 +2,9 @@
 
 overhead = (request -> first 200) - Slurm's own submit -> start - the app's own boot
 (``jupyter-lab`` started directly as the user, no Slurm, no hub; median of a few boots).
+Slurm's submit -> start is read from slurmctld's log (milliseconds; the job record's
+SubmitTime/StartTime hold whole seconds), and the overhead is split into the time before
+Slurm has the job and the time after Slurm started it (see :mod:`benchmarks.timeline`).
 
 Both systems go through their hub (REST spawn request) and Traefik. hpchub is also measured
 at the JupyterServer level (CR created -> first 200 from the server's URL with its token,
@@ -13,6 +16,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from .. import timeline
 from ..baseline.hub import BaselineHub
 from ..measure import summary
 from ..ourhub import OurHub
@@ -30,8 +34,26 @@ COUNT = {"quick": 5, "full": 20}
 LIMIT = 300.0
 
 
-def _overheads(runs: list[dict[str, Any]], boot: float) -> list[float | None]:
-    return [r["total_s"] - (r["slurm_queue_s"] or 0.0) - boot for r in runs]
+def _stages(runs: list[dict[str, Any]], boot: float) -> dict[str, Any]:
+    """Summaries of the run figures, overhead included (runs without Slurm's log events are
+    left out of the figures that need them)."""
+    for r in runs:
+        q = r.get("slurm_queue_s")
+        r["overhead_s"] = None if q is None else r["total_s"] - q - boot
+        after = r.get("from_start_s")
+        r["after_start_s"] = None if after is None else after - boot
+
+    def of(key: str) -> dict[str, Any]:
+        return summary(r[key] for r in runs if r.get(key) is not None)
+
+    keys = ("total_s", "slurm_queue_s", "overhead_s", "to_submit_s", "after_start_s",
+            "start_to_launch_s")
+    out: dict[str, Any] = {k: of(k) for k in keys}
+    if any(r.get("running_to_200_s") is not None for r in runs):
+        out["running_to_200_s"] = of("running_to_200_s")
+    out["raw"] = [r["overhead_s"] for r in runs]
+    out["runs"] = runs
+    return out
 
 
 def _one_after_another(hub: Any, begin: Any, wait: Any, stack: Stack, count: int
@@ -66,25 +88,29 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
     delete_all_servers(stack)
     log(f"scenario 2: {count} batchspawner spawns")
     base = _one_after_another(BaselineHub(stack), hub_begin, baseline_wait, stack, count)
-    ho, bo, co = _overheads(hpc, boot), _overheads(base, boot), _overheads(crs, boot)
+    for runs, op_log in ((hpc, stack.operator.log_path), (crs, stack.operator.log_path),
+                         (base, None)):
+        timeline.attach(runs, stack.slurm.root / "log", op_log)
+    cr = _stages(crs, boot)
     result: dict[str, Any] = {
         "scenario": 2, "title": "S2 spawn overhead (s)", "count": count,
         "app_boot_s": summary(boots),
         "level": "both through their hub and Traefik; hpchub also at the JupyterServer level",
-        "hpchub": {"total_s": summary(r["total_s"] for r in hpc),
-                   "slurm_queue_s": summary(r["slurm_queue_s"] or 0 for r in hpc),
-                   "overhead_s": summary(v for v in ho if v is not None), "raw": ho,
-                   "cr_total_s": summary(r["total_s"] for r in crs),
-                   "cr_overhead_s": summary(v for v in co if v is not None), "cr_raw": co,
-                   "runs": hpc, "cr_runs": crs},
-        "batchspawner": {"total_s": summary(r["total_s"] for r in base),
-                         "slurm_queue_s": summary(r["slurm_queue_s"] or 0 for r in base),
-                         "overhead_s": summary(v for v in bo if v is not None), "raw": bo,
-                         "runs": base},
+        "hpchub": {**_stages(hpc, boot), "cr_total_s": cr["total_s"],
+                   "cr_overhead_s": cr["overhead_s"], "cr_raw": cr["raw"],
+                   "cr_runs": crs},
+        "batchspawner": _stages(base, boot),
         "table": [("S2 spawn request -> first 200 via hub + Traefik, s", "total_s", 2),
-                  ("S2 Slurm submit -> start, s (1 s resolution)", "slurm_queue_s", 0),
+                  ("S2 Slurm submit -> start (slurmctld log, ms), s", "slurm_queue_s", 2),
                   (f"S2 overhead = total - Slurm - app boot ({boot:.2f}s), s",
                    "overhead_s", 2),
+                  ("S2   of which: request -> Slurm has the job, s", "to_submit_s", 2),
+                  ("S2   of which: Slurm start -> first 200 - app boot, s",
+                   "after_start_s", 2),
+                  ("S2 Slurm start -> batch script launched (slurmd log), s",
+                   "start_to_launch_s", 3),
+                  ("S2 hpchub: server Running (operator) -> first 200 via hub, s",
+                   "running_to_200_s", 2),
                   ("S2 hpchub without hub: CR -> first 200, s", "cr_total_s", 2),
                   ("S2 hpchub without hub: overhead, s", "cr_overhead_s", 2)],
         "plot_ylabel": "overhead (s)",

@@ -17,7 +17,8 @@ from .backends.base import SlurmBackend, SlurmUnavailable
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime, cluster_status
 from .kube import KubeGateway
 from .metrics import Metrics
-from .reconciler import ReadyReport, Reconciler
+from .readiness import Readiness, ReadyReport
+from .reconciler import Reconciler
 from .registry import ServerRegistry, utcnow
 from .settings import OperatorSettings
 
@@ -34,6 +35,7 @@ class OperatorContext:
     kube: KubeGateway = field(init=False)
     clusters: ClusterDirectory = field(init=False)
     reconciler: Reconciler = field(init=False)
+    readiness: Readiness = field(init=False)
     callback_port: int = 0
     metrics_port: int = 0
     ready: bool = False
@@ -53,6 +55,7 @@ class OperatorContext:
         url = s.callback_url or f"http://127.0.0.1:{self.callback_port}"
         self.reconciler = Reconciler(s, self.kube, self.metrics, self.clusters, self.registry,
                                      key, url)
+        self.readiness = Readiness(self.reconciler)
         self.metrics_port = await self._serve(self._metrics_app(), "0.0.0.0", s.metrics_port)
         self.ready = True
         log.info("callback server on port %d, metrics on port %d", self.callback_port,
@@ -63,7 +66,7 @@ class OperatorContext:
         self.ready = False
         for runner in self._runners:
             await runner.cleanup()
-        await self.reconciler.close()
+        await self.readiness.close()
         await self.clusters.close()
         await self.kube.close()
 
@@ -107,7 +110,7 @@ class OperatorContext:
     async def _on_report(self, uid: str, report: callback.Report) -> None:
         # A RetryLater (e.g. Slurm has not shown the allocation yet) becomes a 503: the
         # launcher retries.
-        await self.reconciler.report(
+        await self.readiness.report(
             uid, ReadyReport(report.port, report.failure, started=report.kind == "started"))
 
     # ------------------------------------------------------------------ clusters

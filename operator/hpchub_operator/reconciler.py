@@ -13,9 +13,6 @@ import hashlib
 import hmac
 import logging
 import time
-from dataclasses import dataclass
-
-import aiohttp
 
 from hpchub_api import constants as c
 from hpchub_api.models import JupyterServerStatus, Phase, Target
@@ -23,7 +20,6 @@ from hpchub_api.models import JupyterServerStatus, Phase, Target
 from . import jobscript, lifecycle, policy
 from .backends.base import (
     AccessRefused,
-    BackendError,
     JobInfo,
     SlurmRejected,
     SlurmUnavailable,
@@ -63,15 +59,6 @@ def callback_token(key: bytes, uid: str) -> str:
     return hmac.new(key, uid.encode(), hashlib.sha256).hexdigest()
 
 
-@dataclass(frozen=True)
-class ReadyReport:
-    """What a launcher reported: a port, a failure, or that its job has just started."""
-
-    port: int | None
-    failure: str | None
-    started: bool = False
-
-
 class Reconciler:
     """Submit, observe, stop and finalize JupyterServers."""
 
@@ -86,11 +73,6 @@ class Reconciler:
         self.callback_key = callback_key
         self.callback_url = callback_url
         self.started_at = time.monotonic()
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(
-            total=settings.ready_check_timeout))
-
-    async def close(self) -> None:
-        await self._http.close()
 
     # ------------------------------------------------------------------ status writes
 
@@ -149,7 +131,7 @@ class Reconciler:
                                                          utcnow()))
                 return
             try:
-                existing = await self._find_job(rt, rec)
+                existing = await self.find_job(rt, rec)
             except RetryLater as exc:
                 if not isinstance(exc.__cause__, AccessRefused):
                     raise
@@ -162,18 +144,18 @@ class Reconciler:
                 return
             await self._submit(rec, rt)
 
-    async def _find_job(self, rt: ClusterRuntime, rec: ServerRecord) -> JobInfo | None:
+    async def find_job(self, rt: ClusterRuntime, rec: ServerRecord) -> JobInfo | None:
         """This server's job, from a listing recent enough to include every job this
         operator may have submitted for it (so adoption can never miss its own submit)."""
         assert rec.spec is not None
         newer_than = max(self.started_at, rec.submit_attempted_at)
-        jobs = await self._list(rt, rec.spec.target, newer_than=newer_than)
+        jobs = await self.list_jobs(rt, rec.spec.target, newer_than=newer_than)
         mine = [j for j in jobs.values() if owned(j, rec)]
         live = [j for j in mine if not j.state.finished]
         candidates = live or mine
         return candidates[-1] if candidates else None
 
-    async def _list(self, rt: ClusterRuntime, target: Target,
+    async def list_jobs(self, rt: ClusterRuntime, target: Target,
                     newer_than: float | None = None) -> dict[str, JobInfo]:
         """Every tagged job (or login-node process) of a target, from ONE listing that
         started after ``newer_than`` (monotonic; None: a new one). At most one listing per
@@ -327,7 +309,7 @@ class Reconciler:
         async with rec.lock:
             try:  # a listing that started after our last cancel (the poller's, often)
                 newer = max(self.started_at, rec.submit_attempted_at, rec.cancel_sent_at)
-                jobs = await self._list(rt, rec.spec.target, newer_than=newer)
+                jobs = await self.list_jobs(rt, rec.spec.target, newer_than=newer)
             except RetryLater as exc:
                 never_submitted = rec.status.job_id is None and rec.status.phase.final
                 if not (isinstance(exc.__cause__, AccessRefused) and never_submitted):
@@ -369,7 +351,7 @@ class Reconciler:
                           servers: list[ServerRecord]) -> None:
         listing_began = utcnow()
         try:
-            jobs = await self._list(rt, target, newer_than=time.monotonic())
+            jobs = await self.list_jobs(rt, target, newer_than=time.monotonic())
         except RetryLater as exc:
             await self._unreachable(rt, servers, str(exc.__cause__ or exc))
             return
@@ -389,7 +371,7 @@ class Reconciler:
 
         async def observe(rec: ServerRecord) -> None:
             async with gate:
-                await self._observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
+                await self.observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
                                     listing_began)
 
         results = await asyncio.gather(*(observe(rec) for rec in servers),
@@ -398,7 +380,7 @@ class Reconciler:
             if isinstance(result, Exception):
                 log.error("%s/%s: status update failed: %s", rec.namespace, rec.name, result)
 
-    async def _observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
+    async def observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
                        listing_began: dt.datetime) -> None:
         async with rec.lock:
             if rec.status.phase.final or not rec.status.job_id:
@@ -413,10 +395,10 @@ class Reconciler:
                 missing_polls=rec.missing_polls,
                 start_timeout=rt.spec.launcher.start_timeout_seconds + 30)
             if decision.cancel and job is not None:
-                await self._cancel_or_defer(rec, job.job_id)
+                await self.cancel_or_defer(rec, job.job_id)
             await self.write(rec, decision.status)
 
-    async def _cancel_or_defer(self, rec: ServerRecord, job_id: str) -> None:
+    async def cancel_or_defer(self, rec: ServerRecord, job_id: str) -> None:
         """Cancel now, or remember to retry at the next poll (a server we ended must not
         keep its job running until the walltime)."""
         try:
@@ -435,7 +417,7 @@ class Reconciler:
                 rec.cancel_pending = None
             elif rec.cancel_pending:
                 async with rec.lock:
-                    await self._cancel_or_defer(rec, rec.cancel_pending)
+                    await self.cancel_or_defer(rec, rec.cancel_pending)
 
     async def _unreachable(self, rt: ClusterRuntime, servers: list[ServerRecord],
                            error: str) -> None:
@@ -448,119 +430,6 @@ class Reconciler:
                 await self.write(rec, lifecycle.unreachable(
                     rec.status, rt.unreachable_since, now,
                     self.settings.unknown_grace_seconds, error))
-
-    # ------------------------------------------------------------------ readiness
-
-    async def report(self, uid: str, report: ReadyReport) -> None:
-        """A launcher reported: check the server answers on the job's node, then Running."""
-        rec = self.registry.get(uid)
-        if rec is None or rec.spec is None:
-            return
-        if report.started:
-            await self.refresh(rec)
-            return
-        async with rec.lock:
-            now = utcnow()
-            if report.failure is not None:
-                decision = lifecycle.start_failed(rec.status, report.failure, now)
-                if decision.cancel and rec.status.job_id:
-                    await self._cancel_or_defer(rec, rec.status.job_id)
-                await self.write(rec, decision.status)
-                return
-            assert report.port is not None
-            rt = await self.clusters.get(rec.cluster)
-            if rt is None:
-                return
-            if rec.status.job_id is None:  # reported before this operator adopted the job
-                job = await self._find_job(rt, rec)
-                if job is None:
-                    raise RetryLater("no Slurm job carries this server's tag", 2)
-                await self.write(rec, lifecycle.submitted(rec.status, job.job_id, now,
-                                                          adopted=True))
-            host = await self._job_host(rt, rec)
-            base = self._base_url(rec)
-            url = f"http://{host}:{report.port}{base}"
-            if not await self._answers(url):
-                log.warning("%s/%s reported port %s but %s does not answer", rec.namespace,
-                            rec.name, report.port, url)
-                return
-            await self.write(rec, lifecycle.ready(rec.status, host, report.port, url, now))
-            submitted = lifecycle.parse_iso(rec.status.submitted_at)
-            if submitted is not None:
-                self.metrics.submit_to_running.labels(rt.name).observe(
-                    (now - submitted).total_seconds())
-
-    async def refresh(self, rec: ServerRecord) -> None:
-        """The job says it has started: observe this server now, from a query of its job
-        alone (small whatever the queue's size), instead of at the next poll. Slurm stays
-        the authority: the hint alone changes nothing, and a job Slurm no longer shows
-        is left to the poll. Backends without a single-job query share a listing."""
-        # The job can start (and hint) before the submission's status write is done: that
-        # write happens under the lock, so wait for it before reading the job id.
-        async with rec.lock:
-            job_id = rec.status.job_id
-            if rec.spec is None or not job_id or rec.status.phase.final:
-                return
-            target = rec.spec.target
-        rt = await self.clusters.get(rec.cluster)
-        if rt is None:
-            return
-        queried_at = utcnow()
-        try:
-            job = await self._job_now(rt, target, job_id)
-        except (BackendError, ClusterConfigError, RetryLater, Refused) as exc:
-            log.info("%s/%s: start hint not followed (%s); the poll will tell",
-                     rec.namespace, rec.name, exc)
-            return
-        if job is not None and owned(job, rec):
-            await self._observe(rec, rt, job, queried_at)
-
-    async def _job_now(self, rt: ClusterRuntime, target: Target, job_id: str
-                       ) -> JobInfo | None:
-        """One job as Slurm shows it now: a query of that job alone where the backend has
-        one, else a listing that begins now (shared with every other caller)."""
-        backend = rt.backend_for(target)
-        if backend.single_job_query:
-            return await backend.job(job_id, c.JOB_COMMENT_PREFIX)
-        jobs = await self._list(rt, target, newer_than=time.monotonic())
-        return jobs.get(job_id)
-
-    def _base_url(self, rec: ServerRecord) -> str:
-        if rec.spec and rec.spec.hub:
-            for var in rec.spec.hub.environment:
-                if var.name == "JUPYTERHUB_SERVICE_PREFIX":
-                    return var.value if var.value.endswith("/") else var.value + "/"
-        return "/"
-
-    async def _job_host(self, rt: ClusterRuntime, rec: ServerRecord) -> str:
-        """The address of the job's batch node, from Slurm's allocation (or the login node
-        the process was started on) — never from the report."""
-        assert rec.spec is not None
-        job = next((j for j in rt.last_jobs.values() if owned(j, rec) and j.nodes), None)
-        if job is None:
-            job = await self._find_job(rt, rec)
-        if (job is None or not job.first_node) and rec.status.job_id:
-            # The listing at hand predates the job's start (the app runs, so Slurm has
-            # allocated it by now): ask again rather than make the launcher back off.
-            fresh = await self._job_now(rt, rec.spec.target, rec.status.job_id)
-            job = fresh if fresh is not None and owned(fresh, rec) else job
-        if job is None or not job.first_node:
-            raise RetryLater("the job has no node allocated yet", 2)
-        node = job.first_node
-        if node not in rt.node_addresses:
-            backend = rt.backend_for(rec.spec.target)
-            rt.node_addresses[node] = await backend.node_address(node)
-        return rt.node_addresses[node]
-
-    async def _answers(self, url: str) -> bool:
-        """True when an HTTP server answers at url + 'api' (any status below 500)."""
-        for _ in range(3):
-            try:
-                async with self._http.get(url + "api", allow_redirects=False) as resp:
-                    return resp.status < 500
-            except (aiohttp.ClientError, TimeoutError):
-                await asyncio.sleep(0.5)
-        return False
 
 
 def _target_of(job: JobInfo) -> Target:

@@ -11,6 +11,7 @@ from hpchub_api.models import HPCClusterSpec, Target
 from hpchub_operator.backends.base import JobInfo, JobState
 from hpchub_operator.clusters import ClusterRuntime
 from hpchub_operator.metrics import Metrics
+from hpchub_operator.readiness import Readiness
 from hpchub_operator.reconciler import Reconciler
 from hpchub_operator.registry import ServerRegistry
 from hpchub_operator.settings import OperatorSettings
@@ -45,16 +46,14 @@ async def test_callers_wanting_newer_listings_never_run_two_at_once() -> None:
     rec = _reconciler()
     backend = CountingBackend()
     rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
-    try:
-        # 100 callers arriving one after another while listings run, each wanting a listing
-        # that began after its own arrival (what start hints and polls ask for).
-        async def caller(delay: float) -> None:
-            await asyncio.sleep(delay)
-            await rec._list(rt, Target.SLURM)
 
-        await asyncio.gather(*(caller(i * 0.002) for i in range(100)))
-    finally:
-        await rec.close()
+    # 100 callers arriving one after another while listings run, each wanting a listing
+    # that began after its own arrival (what start hints and polls ask for).
+    async def caller(delay: float) -> None:
+        await asyncio.sleep(delay)
+        await rec.list_jobs(rt, Target.SLURM)
+
+    await asyncio.gather(*(caller(i * 0.002) for i in range(100)))
     assert backend.most_at_once == 1
     # ~0.2 s of arrivals over 0.05 s listings: a handful of listings, not one per caller.
     assert 2 <= backend.calls <= 8, backend.calls
@@ -64,13 +63,10 @@ async def test_a_listing_that_began_late_enough_is_shared() -> None:
     rec = _reconciler()
     backend = CountingBackend()
     rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
-    try:
-        first = await rec._list(rt, Target.SLURM)
-        # Callers content with any listing since before the first began reuse it.
-        again = await asyncio.gather(*(rec._list(rt, Target.SLURM, newer_than=0.0)
-                                       for _ in range(20)))
-    finally:
-        await rec.close()
+    first = await rec.list_jobs(rt, Target.SLURM)
+    # Callers content with any listing since before the first began reuse it.
+    again = await asyncio.gather(*(rec.list_jobs(rt, Target.SLURM, newer_than=0.0)
+                                   for _ in range(20)))
     assert backend.calls == 1 and all(a is first for a in again)
 
 
@@ -109,10 +105,13 @@ async def test_a_report_after_a_stale_listing_asks_slurm_again() -> None:
                       nodes="n[01-02]")
     backend = StaleListingBackend(pending, running)
     rec_ = _reconciler()
+    ready = Readiness(rec_)
     rt = ClusterRuntime("c", HPCClusterSpec(), backend)  # type: ignore[arg-type]
     try:
-        await rec_._list(rt, Target.SLURM)  # the stale listing, made before the start
-        assert await rec_._job_host(rt, rec) == "10.0.0.1"
+        await rec_.list_jobs(rt, Target.SLURM)  # the stale listing, made before the start
+        assert await ready._job_host(rt, rec) == "10.0.0.1"
+        # The job seen alone is kept: asking again needs no query.
+        assert await ready._job_host(rt, rec) == "10.0.0.1"
     finally:
-        await rec_.close()
+        await ready.close()
     assert backend.single_queries == 1
