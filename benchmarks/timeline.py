@@ -4,7 +4,8 @@ Slurm's job record keeps ``SubmitTime``/``StartTime`` in whole seconds, too coar
 from a 3-s spawn. slurmctld logs the same two events with milliseconds
 (``LogTimeFormat=iso8601_ms``, its default): ``_slurm_rpc_submit_batch_job: JobId=N`` when
 the job is accepted and ``sched: Allocate JobId=N`` (or ``backfill: Started JobId=N``) when it
-is given its node, the moments ``SubmitTime`` and ``StartTime`` record. slurmd logs
+is given its node (``backfill: [_start_job: ]Started JobId=N`` when the backfill scheduler
+starts it), the moments ``SubmitTime`` and ``StartTime`` record. slurmd logs
 ``Launching batch job N`` when it starts the batch script. hpchub's operator logs each phase
 change of a JupyterServer (``ns/name: A -> B``). Nothing here instruments either system.
 
@@ -18,8 +19,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-_CTLD = re.compile(r"^\[(\S+)\] (?:sched: )?(?:_slurm_rpc_submit_batch_job: JobId=(\d+)\b"
-                   r"|(?:sched: Allocate|(?:sched/)?backfill: Started) JobId=(\d+)\b)")
+_CTLD = re.compile(r"^\[(\S+)\] (?:_slurm_rpc_submit_batch_job: JobId=(\d+)\b"
+                   r"|(?:sched: Allocate|(?:sched/)?backfill: (?:_start_job: )?Started)"
+                   r" JobId=(\d+)\b)")
 _SLURMD = re.compile(r"^\[(\S+)\] Launching batch job (\d+)\b")
 _OPERATOR = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO hpchub\.reconciler: "
                        r"(\S+)/(\S+): (\w+) -> (\w+)\b")

@@ -1,4 +1,4 @@
-"""Observers with timestamps: a watch on JupyterServers and a reference poll of slurmrestd."""
+"""A watch on JupyterServers that records when each one first shows each phase."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import time
 import urllib.parse
 from typing import Any
 
-from hpchub_api import constants as c
-from hpchub_stack.slurm import SlurmCluster
-
 from .stack import SERVERS, Stack
 
 
@@ -25,6 +22,7 @@ class ServerWatch(threading.Thread):
         self.stack = stack
         self.first_seen: dict[str, dict[str, float]] = {}
         self.names: dict[str, str] = {}
+        self.job_ids: dict[str, str] = {}
         self._stop = threading.Event()
         self._conn: http.client.HTTPSConnection | None = None
 
@@ -61,7 +59,10 @@ class ServerWatch(threading.Thread):
         now = time.time()
         uid = obj["metadata"]["uid"]
         self.names[uid] = obj["metadata"]["name"]
-        phase = (obj.get("status") or {}).get("phase") or "None"
+        status = obj.get("status") or {}
+        if status.get("jobId"):
+            self.job_ids[uid] = str(status["jobId"])
+        phase = status.get("phase") or "None"
         self.first_seen.setdefault(uid, {}).setdefault(phase, now)
 
     def stop(self) -> None:
@@ -69,35 +70,3 @@ class ServerWatch(threading.Thread):
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.sock.close()  # type: ignore[union-attr]
-
-
-class SlurmReference(threading.Thread):
-    """Polls slurmrestd every ``interval`` s; records when each tagged job is first RUNNING."""
-
-    def __init__(self, slurm: SlurmCluster, interval: float = 0.3) -> None:
-        super().__init__(daemon=True)
-        self.slurm = slurm
-        self.interval = interval
-        self.running_at: dict[str, float] = {}
-        self.polls = 0
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        token = self.slurm.mint_token("slurm", 3600)
-        while not self._stop.is_set():
-            began = time.time()
-            with contextlib.suppress(Exception):
-                status, body = self.slurm.rest_request("GET", "jobs", "slurm", token=token)
-                self.polls += 1
-                seen = time.time()
-                for job in body.get("jobs", []) if status == 200 else []:
-                    uid = c.uid_from_comment(job.get("comment") or "")
-                    state = job.get("job_state")
-                    state = state[0] if isinstance(state, list) else state
-                    if uid and state == "RUNNING":
-                        # The change happened between the previous answer and this one.
-                        self.running_at.setdefault(uid, (began + seen) / 2)
-            self._stop.wait(max(0.0, began + self.interval - time.time()))
-
-    def stop(self) -> None:
-        self._stop.set()

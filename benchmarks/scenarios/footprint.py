@@ -2,9 +2,10 @@
 
 Servers go to the ``mini`` HPCCluster (real launcher, minimal app). The queued ones ask for
 the ``hold`` partition, which is DOWN: Slurm accepts the jobs and keeps them PENDING. We
-sample the operator's RSS and CPU from /proc every second, watch the CRs, and poll slurmrestd
-every 0.3 s as a reference: status latency = first CR status showing the job started
-(Starting/Running) minus the reference poll's first RUNNING (midpoint of the poll).
+sample the operator's RSS and CPU from /proc every second and watch the CRs: status latency
+= first CR status showing the job started (Starting/Running) minus the moment slurmctld
+allocated the job (``sched: Allocate JobId=N`` in its log, milliseconds: the job became
+RUNNING then). Nothing polls Slurm besides the operator.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from ..stack import (
     phases,
     wait_phases,
 )
-from ..watch import ServerWatch, SlurmReference
+from ..timeline import slurm_events
+from ..watch import ServerWatch
 
 SIZES = {"quick": (100, 30, 60.0), "full": (1000, 300, 600.0)}
 """mode -> (servers, of which running, idle hold seconds)."""
@@ -37,10 +39,9 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
     run_names = [f"fp-r-{i}" for i in range(running)]
     pid = stack.operator.pid
     sampler = ProcSampler(lambda: pid, interval=1.0)
-    watch, ref = ServerWatch(stack), SlurmReference(stack.slurm)
+    watch = ServerWatch(stack)
     sampler.start()
     watch.start()
-    ref.start()
     t0 = time.monotonic()
     created_at: dict[str, float] = {}
     try:
@@ -61,17 +62,17 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         time.sleep(hold_s)
         t_end = time.monotonic()
     finally:
-        ref.stop()
         watch.stop()
         samples = sampler.stop()
     final = phases(stack.admin)
     latencies, missing = [], 0
     by_name = {n: u for u, n in watch.names.items()}
+    slurm = slurm_events(stack.slurm.root / "log")
     for name in run_names:
         uid = by_name.get(name)
         seen = watch.first_seen.get(uid or "", {})
         cr_t = min((seen[p] for p in STARTED if p in seen), default=None)
-        ref_t = ref.running_at.get(uid or "")
+        ref_t = slurm.get(watch.job_ids.get(uid or "", ""), {}).get("start")
         if cr_t is None or ref_t is None:
             missing += 1
             continue
@@ -103,7 +104,7 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         "scenario": 4, "title": "Operator footprint", "servers": total, "running": running,
         "phases_at_end": _count(final), "rss_mb": rss, "cpu_pct_idle": idle_cpu,
         "cpu_pct_busy": summary(busy), "latency": lat, "latency_missing": missing,
-        "create_to_queued": summary(to_queued), "reference_polls": ref.polls,
+        "create_to_queued": summary(to_queued),
         "seconds": {"create_queued": t_queued - t0, "start_running": t_busy_end - t_queued,
                     "idle_hold": t_end - t_busy_end, "delete_all": delete_s},
         "delete_note": delete_note,

@@ -43,7 +43,7 @@ def test_slurm_events_have_milliseconds_and_the_first_start(logs: Path) -> None:
     assert ev["2"] == {"submit": at("2026-11-26 18:44:02.067"),
                        "start": at("2026-11-26 18:44:02.482"),
                        "launch": at("2026-11-26 18:44:02.484")}
-    assert ev["3"]["start"] == at("2026-11-26 18:44:06.000")
+    assert ev["3"]["start"] == at("2026-11-26 18:44:05.100")  # the first start line
     assert "submit" not in ev["22"]  # JobId=2 does not match JobId=22
 
 
