@@ -21,6 +21,7 @@ from . import jobscript, lifecycle, policy
 from .backends.base import (
     AccessRefused,
     JobInfo,
+    JobState,
     SlurmRejected,
     SlurmUnavailable,
 )
@@ -287,6 +288,7 @@ class Reconciler:
         except SlurmUnavailable as exc:
             self.metrics.slurm_errors.labels(rt.name, "cancel", "unavailable").inc()
             raise RetryLater(f"Slurm unreachable, cannot cancel job {job_id} yet", 10) from exc
+        rec.cancel_sent_at = time.monotonic()
 
     async def finalize(self, rec: ServerRecord) -> None:
         """On deletion: cancel, then return only once Slurm confirms the job is gone."""
@@ -334,7 +336,7 @@ class Reconciler:
         cluster, whatever their number; return the next delay."""
         servers = [r for r in self.registry.by_cluster(rt.name)
                    if r.spec and r.status.job_id
-                   and (not r.status.phase.final or r.cancel_pending)]
+                   and (not r.status.phase.final or r.cancel_pending or not r.end_confirmed)]
         jitter = self.settings.poll_jitter
         if not servers:
             return rt.interval(busy=False, jitter=jitter)
@@ -365,6 +367,7 @@ class Reconciler:
             if uid:
                 by_uid.setdefault(uid, []).append(job)
         await self._retry_cancels(servers, jobs)
+        await self._end_leftovers(servers, by_uid)
         # Each server has its own lock; writing their statuses one after another would make
         # the last of 300 servers starting together wait for 600 API calls.
         gate = asyncio.Semaphore(OBSERVE_CONCURRENCY)
@@ -418,6 +421,27 @@ class Reconciler:
             elif rec.cancel_pending:
                 async with rec.lock:
                     await self.cancel_or_defer(rec, rec.cancel_pending)
+
+    async def _end_leftovers(self, servers: list[ServerRecord],
+                             by_uid: dict[str, list[JobInfo]]) -> None:
+        """A Stopped or Failed server must have no live job: cancel any the listing shows
+        (again only after CANCEL_RESEND_SECONDS), and stop looking once there is none."""
+        for rec in servers:
+            if not rec.status.phase.final or rec.end_confirmed:
+                continue
+            live = [j for j in by_uid.get(rec.uid, []) if owned(j, rec) and not j.state.finished]
+            if not live:
+                rec.end_confirmed = True
+                continue
+            ending = [j for j in live if j.state != JobState.COMPLETING]
+            if not ending or time.monotonic() - rec.cancel_sent_at <= CANCEL_RESEND_SECONDS:
+                continue
+            async with rec.lock:
+                for job in ending:
+                    log.warning("%s/%s is %s but its job %s is %s: cancelling it",
+                                rec.namespace, rec.name, rec.status.phase.value, job.job_id,
+                                job.state.value)
+                    await self.cancel_or_defer(rec, job.job_id)
 
     async def _unreachable(self, rt: ClusterRuntime, servers: list[ServerRecord],
                            error: str) -> None:

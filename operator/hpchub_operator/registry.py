@@ -34,9 +34,13 @@ class ServerRecord:
     submit_attempted_at: float = 0.0
     """time.monotonic() of this operator's last submission attempt (0: none)."""
     cancel_sent_at: float = 0.0
-    """time.monotonic() of the last cancel sent while deleting (0: none)."""
+    """time.monotonic() of the last cancel Slurm accepted for this server (0: none)."""
     cancel_pending: str | None = None
     """A job id whose cancel failed (Slurm unreachable); retried at every poll."""
+    end_confirmed: bool = False
+    """A listing since this operator started shows no live job of this (Stopped or Failed)
+    server. Until then the poll keeps looking, so a job whose cancel was lost (Slurm
+    unreachable, then an operator restart) is found and cancelled, not left to its walltime."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     @property

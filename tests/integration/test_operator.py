@@ -171,6 +171,31 @@ def test_sigkill_after_submission_adopts_single_job(operator: OperatorProcess,
     wait_gone(kube_admin, "lab-crash")
 
 
+def test_restart_cancels_the_live_job_of_an_ended_server(operator: OperatorProcess,
+                                                         kube_admin: KubeClient,
+                                                         slurm: SlurmCluster) -> None:
+    """The operator ended a server (Failed) but its cancel was lost (Slurm unreachable)
+    and then the operator died: the job must not run on until its walltime."""
+    uid = create_server(kube_admin, "lab-leftover")["metadata"]["uid"]
+    obj = wait_phase(kube_admin, "lab-leftover", RUNNING | FINAL, timeout=180)
+    assert obj["status"]["phase"] == "Running", describe(kube_admin, "lab-leftover")
+    operator.kill()
+    try:
+        kube_admin.patch(f"{SERVERS}/lab-leftover/status", {"status": {
+            "phase": "Failed", "reason": "StartTimeout", "message": "written by the test"}})
+        assert job_state(slurm_jobs(slurm, uid)[0]) == "RUNNING"
+    finally:
+        operator.start()
+    kube_admin.wait_for(
+        lambda: all(job_state(j) not in ("RUNNING", "PENDING") for j in slurm_jobs(slurm, uid)),
+        60, "the ended server's job cancelled")
+    obj = get_server(kube_admin, "lab-leftover")
+    assert obj["status"]["phase"] == "Failed", obj["status"]
+    assert "cancelling it" in operator.logs()["operator.log"]
+    delete_server(kube_admin, "lab-leftover")
+    wait_gone(kube_admin, "lab-leftover")
+
+
 def test_twenty_servers_one_query_per_interval(operator: OperatorProcess,
                                                kube_admin: KubeClient,
                                                slurm: SlurmCluster) -> None:
