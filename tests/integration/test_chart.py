@@ -176,6 +176,15 @@ def test_hub_env_is_the_hub_contract(helm: Helm) -> None:
         assert hpchub <= known, hpchub - known
 
 
+def test_traefik_applies_routes_as_fast_as_the_tested_one(helm: Helm) -> None:
+    """The chart's Traefik uses the provider throttle the tests and benchmarks run with
+    (Traefik's own default, 2 s, would delay a new server's route by up to 2 s)."""
+    from hpchub_stack.traefik import PROVIDERS_THROTTLE
+
+    env = _container_env(_by_kind(helm.template(None), "Deployment", "-traefik"))
+    assert env["TRAEFIK_PROVIDERS_PROVIDERSTHROTTLEDURATION"] == PROVIDERS_THROTTLE
+
+
 # ------------------------------------------------------------- against the API server
 
 
