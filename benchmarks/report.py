@@ -20,14 +20,15 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
     if s == 1:
         w = int(result["window_seconds"])
         for r in result["rows"]:
+            failed = "could not hold N" if r.get("batchspawner_failed") else None
             rows.append((f"S1 N={r['n']}: job-query RPCs to slurmctld per {w}s",
                          fmt(r["hpchub_job_query_rpcs_per_window"], digits=0),
-                         fmt(r["batchspawner_job_query_rpcs_per_window"], digits=0),
+                         failed or fmt(r["batchspawner_job_query_rpcs_per_window"], digits=0),
                          _ratio(r["ratio_job_queries_batchspawner_over_hpchub"])))
             rows.append((f"S1 N={r['n']}: all RPCs per {w}s (hpchub: + slurmrestd /jobs)",
                          fmt(r["hpchub_rpc_total_per_window"], digits=0) + " / "
                          + fmt(r["hpchub_rest_jobs_per_window"], digits=0),
-                         fmt(r["batchspawner_rpc_total_per_window"], digits=0), ""))
+                         failed or fmt(r["batchspawner_rpc_total_per_window"], digits=0), ""))
     elif s == 4:
         rows += [
             (f"S4 {result['servers']} servers: operator RSS MB (target <200)",
