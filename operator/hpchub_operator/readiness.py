@@ -23,7 +23,7 @@ from .clusters import ClusterConfigError, ClusterRuntime
 from .reconciler import Reconciler, Refused, RetryLater, owned
 from .registry import ServerRecord, utcnow
 
-log = logging.getLogger("hpchub.reconciler")
+log = logging.getLogger("hpchub.readiness")
 
 
 @dataclass(frozen=True)
