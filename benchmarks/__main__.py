@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .report import print_table, write
-from .stack import bring_up, delete_all_servers, log
+from .stack import bring_up, delete_all_servers, log, save_logs
 
 SCENARIOS = {1: "scheduler_load", 2: "spawn", 3: "burst", 4: "footprint", 5: "proxy"}
 ORDER = (5, 1, 4, 2, 3)
@@ -54,13 +54,14 @@ def main(argv: list[str] | None = None) -> int:
             res["elapsed_s"] = time.monotonic() - t0
             log(f"scenario {number} done in {res['elapsed_s']:.0f}s")
             results.append(res)
+        save_logs(stack, args.out / "logs")
     meta = {"mode": args.mode, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.platform()} cpus={os.cpu_count()}",
             "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
             "elapsed_s": time.monotonic() - began, "failures": failures}
     table = print_table(results, args.mode)
     write(results, args.out, meta, table)
-    print(f"\nwritten: {args.out}/results.json, table.txt, scenario*.png "
+    print(f"\nwritten: {args.out}/results.json, table.txt, scenario*.png, logs/ "
           f"(run took {meta['elapsed_s'] / 60:.1f} min)")
     for f in failures:
         print(f, file=sys.stderr)

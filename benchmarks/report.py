@@ -42,6 +42,10 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
              if result["latency"]["median"] is not None else "-", "", ""),
             ("S4 create -> CR Queued (per server), s", fmt(result["create_to_queued"]), "",
              ""),
+            ("S4 latency legs: allocate -> script / -> operator / -> watch, s",
+             " / ".join(f"{(result.get('latency_legs') or {}).get(k, {}).get('median') or 0:.2f}"
+                        for k in ("allocate_to_launch", "launch_to_operator",
+                                  "operator_to_watch")), "", ""),
             ("S4 phases: create queued / start running / delete all, s",
              " / ".join(f"{result['seconds'][k]:.0f}" for k in
                         ("create_queued", "start_running", "delete_all")), "", ""),

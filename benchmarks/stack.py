@@ -142,6 +142,16 @@ def bring_up(cpus: int) -> Any:
         log("stopping the stack")
 
 
+def save_logs(stack: Stack, dest: Path) -> None:
+    """Copy the operator's and Slurm's logs (what the figures' timelines are read from) to
+    ``dest`` before the stack and its directory go."""
+    dest.mkdir(parents=True, exist_ok=True)
+    sources = [stack.operator.log_path, *sorted((stack.slurm.root / "log").glob("*.log"))]
+    for src in sources:
+        with contextlib.suppress(OSError):
+            shutil.copy2(src, dest / src.name)
+
+
 # ----------------------------------------------------------------- JupyterServers
 
 

@@ -23,7 +23,7 @@ from ..stack import (
     phases,
     wait_phases,
 )
-from ..timeline import slurm_events
+from ..timeline import phase_changes, slurm_events
 from ..watch import ServerWatch
 
 SIZES = {"quick": (100, 30, 60.0), "full": (1000, 300, 600.0)}
@@ -66,17 +66,31 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         samples = sampler.stop()
     final = phases(stack.admin)
     latencies, missing = [], 0
+    legs: dict[str, list[float]] = {"allocate_to_launch": [], "launch_to_operator": [],
+                                    "operator_to_watch": []}
+    """allocate -> slurmd starts the script -> the operator writes the status (its log line,
+    written right after the patch) -> the watch sees it."""
     by_name = {n: u for u, n in watch.names.items()}
     slurm = slurm_events(stack.slurm.root / "log")
+    marks = phase_changes(stack.operator.log_path)
     for name in run_names:
         uid = by_name.get(name)
         seen = watch.first_seen.get(uid or "", {})
         cr_t = min((seen[p] for p in STARTED if p in seen), default=None)
-        ref_t = slurm.get(watch.job_ids.get(uid or "", ""), {}).get("start")
+        ev = slurm.get(watch.job_ids.get(uid or "", ""), {})
+        ref_t = ev.get("start")
         if cr_t is None or ref_t is None:
             missing += 1
             continue
         latencies.append(cr_t - ref_t)
+        # Where it went: slurmd starting the script, the operator marking the start (its
+        # log), the watch seeing the status.
+        op_t = min((marks.get(name, {})[p] for p in STARTED if p in marks.get(name, {})),
+                   default=None)
+        if "launch" in ev and op_t is not None:
+            legs["allocate_to_launch"].append(ev["launch"] - ref_t)
+            legs["launch_to_operator"].append(op_t - ev["launch"])
+            legs["operator_to_watch"].append(cr_t - op_t)
     to_queued = [watch.first_seen[by_name[n]]["Queued"] - created_at[n]
                  for n in queued_names if n in by_name
                  and "Queued" in watch.first_seen.get(by_name[n], {})]
@@ -105,6 +119,7 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         "phases_at_end": _count(final), "rss_mb": rss, "cpu_pct_idle": idle_cpu,
         "cpu_pct_busy": summary(busy), "latency": lat, "latency_missing": missing,
         "create_to_queued": summary(to_queued),
+        "latency_legs": {k: summary(v) for k, v in legs.items()},
         "seconds": {"create_queued": t_queued - t0, "start_running": t_busy_end - t_queued,
                     "idle_hold": t_end - t_busy_end, "delete_all": delete_s},
         "delete_note": delete_note,

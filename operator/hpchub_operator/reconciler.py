@@ -87,6 +87,9 @@ class Reconciler:
         await self.kube.patch_server_status(rec.namespace, rec.name, patch)
         rec.status = new
         if old.phase != new.phase:
+            # Logged as soon as the status is written (the Event may take a while).
+            log.info("%s/%s: %s -> %s (%s)", rec.namespace, rec.name, old.phase.value,
+                     new.phase.value, new.reason)
             self.metrics.transitions.labels(rec.cluster, new.phase.value).inc()
             warn = new.phase in (Phase.FAILED, Phase.UNKNOWN)
             text = new.message or new.reason or new.phase.value
@@ -95,8 +98,6 @@ class Reconciler:
                                       "Warning" if warn else "Normal")
             except Exception:  # an Event is information, never a reason to fail
                 log.warning("could not post event for %s/%s", rec.namespace, rec.name)
-            log.info("%s/%s: %s -> %s (%s)", rec.namespace, rec.name, old.phase.value,
-                     new.phase.value, new.reason)
 
     # ------------------------------------------------------------------ start
 
