@@ -196,6 +196,27 @@ def test_restart_cancels_the_live_job_of_an_ended_server(operator: OperatorProce
     wait_gone(kube_admin, "lab-leftover")
 
 
+def test_a_planted_token_secret_is_refused(operator: OperatorProcess, kube_admin: KubeClient,
+                                          slurm: SlurmCluster) -> None:
+    """Someone who may create Secrets puts a token they know under the name a standalone
+    server's token Secret will have: the operator must not make it the server's token."""
+    planted = base64.b64encode(b"known-to-the-attacker").decode()
+    kube_admin.create(f"/api/v1/namespaces/{NS}/secrets", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "lab-planted-token"},
+        "data": {"token": planted}})
+    try:
+        uid = create_server(kube_admin, "lab-planted")["metadata"]["uid"]
+        obj = wait_phase(kube_admin, "lab-planted", RUNNING | FINAL, timeout=60)
+        st = obj["status"]
+        assert st["phase"] == "Failed", describe(kube_admin, "lab-planted")
+        assert "lab-planted-token exists and does not belong" in st["message"], st
+        assert not slurm_jobs(slurm, uid)  # nothing was submitted with that token
+    finally:
+        kube_admin.delete(f"/api/v1/namespaces/{NS}/secrets/lab-planted-token")
+    delete_server(kube_admin, "lab-planted")
+    wait_gone(kube_admin, "lab-planted")
+
+
 def test_twenty_servers_one_query_per_interval(operator: OperatorProcess,
                                                kube_admin: KubeClient,
                                                slurm: SlurmCluster) -> None:
