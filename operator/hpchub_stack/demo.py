@@ -148,6 +148,9 @@ Press Ctrl-C to stop everything.""", flush=True)
 
 
 def _wait_for_interrupt() -> None:
+    """Until Ctrl-C (SIGINT) or SIGTERM. Both get a handler of ours: a process started in
+    the background by a non-interactive shell inherits SIGINT as ignored, and Python then
+    never raises KeyboardInterrupt (the demo would not stop, and leave its stack running)."""
     stop = False
 
     def handler(signum: int, frame: object) -> None:
@@ -155,6 +158,7 @@ def _wait_for_interrupt() -> None:
         stop = True
 
     signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
     with contextlib.suppress(KeyboardInterrupt):
         while not stop:
             time.sleep(0.5)

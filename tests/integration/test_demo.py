@@ -31,13 +31,20 @@ def _wait_for_banner(log: Path, proc: subprocess.Popen[bytes], timeout: float) -
     raise AssertionError(f"hpchub demo not ready after {timeout}s:\n{log.read_text()}")
 
 
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def test_demo_brings_up_a_working_portal(tmp_path: Path) -> None:
     log = tmp_path / "demo.log"
     began = time.monotonic()
     with open(log, "wb") as out:
+        # Started with SIGINT ignored, as a background job of a non-interactive shell is
+        # (CI may run the suite that way): Ctrl-C must still stop the demo.
         proc = subprocess.Popen([sys.executable, "-m", "hpchub_operator.cli", "demo"],
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                                preexec_fn=_ignore_sigint)
     try:
         banner = _wait_for_banner(log, proc, timeout=300)
         started = time.monotonic() - began
