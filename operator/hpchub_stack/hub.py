@@ -14,7 +14,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from .process import ManagedProcess, free_port, http_ok, log_tail
+from .process import ManagedProcess, free_port, http_ok, log_tail, stop_strays
 
 PROJECT_CONFIG = Path(__file__).resolve().parents[2] / "hub" / "jupyterhub_config.py"
 
@@ -89,10 +89,15 @@ class JupyterHubProcess:
         self._proc.start()
 
     def stop(self) -> None:
-        """SIGTERM (the hub leaves the servers running), then SIGKILL."""
+        """SIGTERM (the hub leaves the servers running), then SIGKILL; then its managed
+        services (the idle culler runs in a session of its own and would outlive a killed
+        hub), found by their environment: this hub's API URL and the service name, which
+        user servers do not have."""
         if self._proc is not None:
             self._proc.stop(grace=30)
             self._proc = None
+            stop_strays(f"JUPYTERHUB_API_URL={self.hub_url}/hub/api",
+                        "JUPYTERHUB_SERVICE_NAME=idle-culler")
 
     def restart(self) -> None:
         self.stop()

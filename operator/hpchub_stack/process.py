@@ -188,6 +188,41 @@ class ManagedProcess:
         return log_tail(self.log_path, lines)
 
 
+def stop_strays(*environ_entries: str, grace: float = 5.0) -> list[int]:
+    """SIGTERM, then SIGKILL, every process whose environment holds all ``environ_entries``
+    (``NAME=value``): children a daemon started in sessions of their own, which outlive it
+    when it is killed (JupyterHub's managed services). Returns the pids found."""
+    wanted = [e.encode() for e in environ_entries]
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = set((entry / "environ").read_bytes().split(b"\0"))
+        except OSError:
+            continue
+        if all(w in env for w in wanted):
+            found.append(int(entry.name))
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while sig == signal.SIGTERM and time.monotonic() < deadline and any(
+                _alive(pid) for pid in found):
+            time.sleep(0.1)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie waiting to be reaped."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)

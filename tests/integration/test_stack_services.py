@@ -307,3 +307,33 @@ def test_traefik_redis_provider_route(traefik: Traefik, redis: Redis, backend: s
     finally:
         client.delete(*keys)
         client.close()
+
+
+# -- strays ---------------------------------------------------------------------------------
+
+
+def test_stop_strays_ends_only_processes_with_every_entry() -> None:
+    """A daemon's child in a session of its own (like JupyterHub's idle culler) is found by
+    its environment and stopped; a process with only one of the entries is left alone."""
+    import os
+    import subprocess
+    import sys
+
+    from hpchub_stack.process import stop_strays
+
+    tag = f"HPCHUB_TEST_STRAY={os.getpid()}"
+    base = {**os.environ, "HPCHUB_TEST_STRAY": str(os.getpid())}
+    sleep = [sys.executable, "-c", "import time; time.sleep(120)"]
+    stray = subprocess.Popen(sleep, env={**base, "HPCHUB_TEST_ROLE": "service"},
+                             start_new_session=True)
+    other = subprocess.Popen(sleep, env={**base, "HPCHUB_TEST_ROLE": "server"},
+                             start_new_session=True)
+    try:
+        found = stop_strays(tag, "HPCHUB_TEST_ROLE=service", grace=5)
+        assert found == [stray.pid]
+        assert stray.wait(timeout=10) != 0
+        assert other.poll() is None
+    finally:
+        for proc in (stray, other):
+            proc.kill()
+            proc.wait()
