@@ -66,10 +66,10 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         samples = sampler.stop()
     final = phases(stack.admin)
     latencies, missing = [], 0
+    # allocate -> slurmd starts the script -> the operator writes the status (its log line,
+    # written right after the patch) -> the watch sees it.
     legs: dict[str, list[float]] = {"allocate_to_launch": [], "launch_to_operator": [],
                                     "operator_to_watch": []}
-    """allocate -> slurmd starts the script -> the operator writes the status (its log line,
-    written right after the patch) -> the watch sees it."""
     by_name = {n: u for u, n in watch.names.items()}
     slurm = slurm_events(stack.slurm.root / "log")
     marks = phase_changes(stack.operator.log_path)
@@ -83,10 +83,8 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
             missing += 1
             continue
         latencies.append(cr_t - ref_t)
-        # Where it went: slurmd starting the script, the operator marking the start (its
-        # log), the watch seeing the status.
-        op_t = min((marks.get(name, {})[p] for p in STARTED if p in marks.get(name, {})),
-                   default=None)
+        mark = marks.get(name, {})
+        op_t = min((mark[p] for p in STARTED if p in mark), default=None)
         if "launch" in ev and op_t is not None:
             legs["allocate_to_launch"].append(ev["launch"] - ref_t)
             legs["launch_to_operator"].append(op_t - ev["launch"])

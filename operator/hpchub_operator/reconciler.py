@@ -158,7 +158,7 @@ class Reconciler:
         return candidates[-1] if candidates else None
 
     async def list_jobs(self, rt: ClusterRuntime, target: Target,
-                    newer_than: float | None = None) -> dict[str, JobInfo]:
+                        newer_than: float | None = None) -> dict[str, JobInfo]:
         """Every tagged job (or login-node process) of a target, from ONE listing that
         started after ``newer_than`` (monotonic; None: a new one). At most one listing per
         target is in flight: callers share it when it began late enough, else wait for it
@@ -321,8 +321,7 @@ class Reconciler:
             mine = [j for j in jobs.values() if owned(j, rec) and not j.state.finished]
             if mine and time.monotonic() - rec.cancel_sent_at > CANCEL_RESEND_SECONDS:
                 for job in mine:
-                    await self._cancel(rec, job.job_id)
-                rec.cancel_sent_at = time.monotonic()
+                    await self._cancel(rec, job.job_id)  # sets rec.cancel_sent_at
             if mine:
                 if not rec.status.phase.final:
                     await self.write(rec, lifecycle.stop_requested(
@@ -376,7 +375,7 @@ class Reconciler:
         async def observe(rec: ServerRecord) -> None:
             async with gate:
                 await self.observe(rec, rt, pick_job(by_uid.get(rec.uid, []), rec),
-                                    listing_began)
+                                   listing_began)
 
         results = await asyncio.gather(*(observe(rec) for rec in servers),
                                        return_exceptions=True)
@@ -385,7 +384,7 @@ class Reconciler:
                 log.error("%s/%s: status update failed: %s", rec.namespace, rec.name, result)
 
     async def observe(self, rec: ServerRecord, rt: ClusterRuntime, job: JobInfo | None,
-                       listing_began: dt.datetime) -> None:
+                      listing_began: dt.datetime) -> None:
         async with rec.lock:
             if rec.status.phase.final or not rec.status.job_id:
                 return

@@ -203,15 +203,18 @@ def stop_strays(*environ_entries: str, grace: float = 5.0) -> list[int]:
             continue
         if all(w in env for w in wanted):
             found.append(int(entry.name))
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in found:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + grace
-        while sig == signal.SIGTERM and time.monotonic() < deadline and any(
-                _alive(pid) for pid in found):
-            time.sleep(0.1)
+    _signal_pids(found, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(_alive(pid) for pid in found):
+        time.sleep(0.1)
+    _signal_pids(found, signal.SIGKILL)
     return found
+
+
+def _signal_pids(pids: Sequence[int], sig: signal.Signals) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
 
 
 def _alive(pid: int) -> bool:
