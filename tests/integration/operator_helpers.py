@@ -50,6 +50,21 @@ def events(kube: KubeClient, name: str) -> list[dict[str, Any]]:
     return sorted(items, key=lambda e: int(e["metadata"]["resourceVersion"]))
 
 
+def reasons_through(kube: KubeClient, name: str, last: str, timeout: float = 15) -> list[str]:
+    """The server's event reasons in order, once one with reason `last` is there.
+
+    The operator posts a phase's Event after it writes the phase, so a test that has just
+    seen the phase waits for the Event rather than reading the list at once. On timeout the
+    list as it stands is returned, for the caller's assertion to show.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        reasons = [e["reason"] for e in events(kube, name)]
+        if last in reasons or time.monotonic() > deadline:
+            return reasons
+        time.sleep(0.1)
+
+
 def describe(kube: KubeClient, name: str) -> str:
     """What a human would look at: status and events."""
     try:

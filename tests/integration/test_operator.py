@@ -24,11 +24,11 @@ from .operator_helpers import (
     create_server,
     delete_server,
     describe,
-    events,
     get_server,
     http_status,
     job_state,
     metric_value,
+    reasons_through,
     slurm_jobs,
     wait_gone,
     wait_phase,
@@ -70,7 +70,7 @@ def test_server_reaches_running_with_url(operator: OperatorProcess, kube_admin: 
     assert row["User"] == "alice" and row["Phase"] == "Running" and row["URL"] == st["url"]
     assert row["Node"] == st["node"]
     # Events tell the path the server took.
-    reasons = [e["reason"] for e in events(kube_admin, "lab-one")]
+    reasons = reasons_through(kube_admin, "lab-one", "Running")
     assert reasons[0] == "Submitted" and reasons[-1] == "Running", reasons
     conds = {cond["type"]: cond["status"] for cond in st["conditions"]}
     assert conds["Ready"] == "True" and conds["Submitted"] == "True"

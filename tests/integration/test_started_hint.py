@@ -22,9 +22,9 @@ from .operator_helpers import (
     create_server,
     delete_server,
     describe,
-    events,
     get_server,
     metric_value,
+    reasons_through,
     wait_gone,
 )
 
@@ -76,7 +76,7 @@ def test_job_start_is_reported_without_waiting_for_a_poll(
         create_server(kube_admin, "hinted", cluster=slow_poll_cluster)
         phases = _phases_until_settled(kube_admin, "hinted")
         assert phases[-1] == "Running", (phases, describe(kube_admin, "hinted"))
-        reasons = [e["reason"] for e in events(kube_admin, "hinted")]
+        reasons = reasons_through(kube_admin, "hinted", "Running")
         # Without the hint: Submitted -> Running (no poll saw the job before its report).
         assert reasons == ["Submitted", "Starting", "Running"], (reasons, phases)
         hints = metric_value(operator.metrics(), "hpchub_callback_reports_total",
