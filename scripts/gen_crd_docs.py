@@ -148,7 +148,7 @@ DESCRIPTIONS: dict[str, dict[str, str]] = {
                                 "not the default path.",
         "spec.slurm.fastPollSeconds": "Poll interval while any server of the cluster is "
                                       "Submitted, Starting, Stopping or Unknown (queued "
-                                      "jobs' starts are pushed by the launcher).",
+                                      "jobs' starts are pushed by the job script).",
         "spec.slurm.slowPollSeconds": "Poll interval when all servers are steady (also the "
                                       "cap of the back-off while Slurm is unreachable).",
         "spec.login": "Login nodes: where login-node servers run, and where the `ssh` and "

@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import sys
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
@@ -300,14 +299,6 @@ def launch(env: Mapping[str, str]) -> int:
         log.error("invalid configuration: %s", exc)
         send_report(callback, {"failure": failure_text(f"launcher configuration: {exc}", [])})
         return EXIT_CONFIG
-    # The job has started: tell the operator now, so it reads Slurm at once instead of at
-    # its next poll (a hint; Slurm stays the authority). In a thread: nothing waits for it.
-    threading.Thread(
-        target=send_report,
-        args=(callback, {"started": True}, STARTED_PATIENCE),
-        name="started-hint",
-        daemon=True,
-    ).start()
     launcher = Launcher(callback, config, env)
     for sig in _STOP_SIGNALS:
         signal.signal(sig, launcher.on_signal)
@@ -323,11 +314,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=ENVIRONMENT_HELP,
     )
-    parser.add_argument(
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument(
         "--report-failure",
         metavar="REASON",
         help="only report that the server cannot start, for REASON (used by the job script "
         "when the environment cannot be set up), and exit with status 4",
+    )
+    only.add_argument(
+        "--report-started",
+        action="store_true",
+        help="only tell the operator that the job has started (the job script does this "
+        "first, in the background, while modules and conda load), and exit",
     )
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -337,7 +335,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.report_failure is not None:
         return report_failure(os.environ, args.report_failure)
+    if args.report_started:
+        return report_started(os.environ)
     return launch(os.environ)
+
+
+def report_started(env: Mapping[str, str]) -> int:
+    """Send the job-started hint: the operator reads Slurm at once instead of at its next
+    poll (a hint only; Slurm stays the authority). 0 when accepted, else EXIT_REPORT."""
+    try:
+        callback = read_callback(env)
+    except ConfigError as exc:
+        log.error("cannot report anything: %s", exc)
+        return EXIT_CONFIG
+    return 0 if send_report(callback, {"started": True}, STARTED_PATIENCE) else EXIT_REPORT
 
 
 def report_failure(env: Mapping[str, str], reason: str) -> int:

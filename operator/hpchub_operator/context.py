@@ -67,6 +67,7 @@ class OperatorContext:
         for runner in self._runners:
             await runner.cleanup()
         await self.readiness.close()
+        await self.reconciler.events.close()
         await self.clusters.close()
         await self.kube.close()
 

@@ -82,11 +82,38 @@ if [ -n "$${hpchub_log_dir}" ]; then
     fi
   fi
 fi
+hpchub_launcher=$launcher
+
+# The job has started: tell the operator now, in the background while modules and conda
+# load, so that it reads Slurm at once rather than at its next poll (a hint: Slurm decides).
+# Over plain HTTP bash sends it itself (no process to start on a node busy starting the
+# job; printf is a builtin, so the token is on no command line); otherwise, or when that
+# fails, the launcher sends it (and retries).
+hpchub_report_started() {
+  local uid="$${HPCHUB_SERVER_UID:-}" url="$${HPCHUB_CALLBACK_URL:-}" host port path answer=""
+  local request='POST %s/v1/servers/%s/report HTTP/1.0\\r\\nHost: %s:%s\\r\\n'
+  request+='Authorization: Bearer %s\\r\\nContent-Type: application/json\\r\\n'
+  request+='Content-Length: 17\\r\\n\\r\\n{"started": true}'
+  if [[ "$${uid}" =~ ^[A-Za-z0-9][A-Za-z0-9-]{0,63}$$ &&
+        "$${url}" =~ ^http://([A-Za-z0-9.-]+)(:([0-9]{1,5}))?(/[A-Za-z0-9._~/-]*)?$$ ]]; then
+    host="$${BASH_REMATCH[1]}" port="$${BASH_REMATCH[3]:-80}" path="$${BASH_REMATCH[4]%/}"
+    if { exec 3<>"/dev/tcp/$${host}/$${port}"; } 2>/dev/null; then
+      # shellcheck disable=SC2059 # the format is the literal above
+      printf "$${request}" "$${path}" "$${uid}" "$${host}" "$${port}" \\
+        "$${HPCHUB_CALLBACK_TOKEN:-}" >&3
+      IFS= read -r -t 10 answer <&3
+      exec 3<&-
+      [[ "$${answer}" =~ ^HTTP/1\\.[01]\\ 2[0-9][0-9] ]] && return 0
+    fi
+  fi
+  exec "$${hpchub_launcher}" --report-started
+}
+hpchub_report_started &
+
 hpchub_modules=($modules)
 hpchub_conda_env=$conda_env
 hpchub_workdir_base=$workdir_base
 hpchub_workdir_path=$workdir_path
-hpchub_launcher=$launcher
 
 # A failure before the launcher runs is still reported to the operator, with its reason.
 hpchub_fail() {
@@ -161,7 +188,8 @@ def split_workdir(workdir: str | None) -> tuple[str, str]:
 
 def render_script(spec: JupyterServerSpec, cluster: HPCClusterSpec,
                   log_name: str = constants.JOB_NAME_PREFIX + "server") -> str:
-    """The batch script: open its log, load modules, activate conda, cd, exec the launcher.
+    """The batch script: open its log, send the start hint, load modules, activate conda,
+    cd, exec the launcher.
     ``log_name`` is the log file's name before ``-<job id>.log``."""
     env = spec.environment
     modules = [

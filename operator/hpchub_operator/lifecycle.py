@@ -27,7 +27,7 @@ SLURM_REACHABLE = "SlurmReachable"
 ACTIVE = (Phase.SUBMITTED, Phase.QUEUED, Phase.STARTING, Phase.RUNNING, Phase.UNKNOWN)
 FAST_POLL = (Phase.SUBMITTED, Phase.STARTING, Phase.STOPPING, Phase.UNKNOWN)
 """Phases whose next change the poll must see soon. Not Queued: a queued job may wait for
-hours, and its start is pushed by the launcher's job-started hint (the slow poll is the
+hours, and its start is pushed by the job script's start hint (the slow poll is the
 safety net); not Running: the launcher's report and the poll's exit codes cover it."""
 
 

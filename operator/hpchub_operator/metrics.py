@@ -45,6 +45,9 @@ class Metrics:
         self.transitions = Counter(
             "hpchub_phase_transitions_total", "Phase transitions written", ["cluster", "phase"],
             registry=r)
+        self.events_dropped = Counter(
+            "hpchub_events_dropped_total", "Kubernetes Events dropped (their queue was full)",
+            registry=r)
         self.handler_success = Counter(
             "hpchub_handler_success_total", "Kopf handlers that succeeded",
             ["handler", "namespace", "name"], registry=r)

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import logging
 import time
+from typing import Any
 
 from hpchub_api import constants as c
 from hpchub_api.models import JupyterServerStatus, Phase, Target
@@ -26,6 +27,7 @@ from .backends.base import (
     SlurmUnavailable,
 )
 from .clusters import ClusterConfigError, ClusterDirectory, ClusterRuntime
+from .events import EventLanes
 from .kube import KubeGateway, SecretNotOwned
 from .metrics import Metrics
 from .registry import ServerRecord, ServerRegistry, utcnow
@@ -74,11 +76,13 @@ class Reconciler:
         self.callback_key = callback_key
         self.callback_url = callback_url
         self.started_at = time.monotonic()
+        self.events = EventLanes(self._post_event, on_drop=metrics.events_dropped.inc)
 
     # ------------------------------------------------------------------ status writes
 
     async def write(self, rec: ServerRecord, new: JupyterServerStatus) -> None:
-        """Patch the status if it changed; post an Event when the phase changes."""
+        """Patch the status if it changed; queue an Event when the phase changes (posted in
+        the background: the caller, who may hold the server's lock, does not wait for it)."""
         new = new.model_copy(update={"observed_generation": rec.generation})
         old = rec.status
         patch = lifecycle.status_patch(old, new)
@@ -93,11 +97,11 @@ class Reconciler:
             self.metrics.transitions.labels(rec.cluster, new.phase.value).inc()
             warn = new.phase in (Phase.FAILED, Phase.UNKNOWN)
             text = new.message or new.reason or new.phase.value
-            try:
-                await self.kube.event(rec.ref(), new.phase.value, text,
-                                      "Warning" if warn else "Normal")
-            except Exception:  # an Event is information, never a reason to fail
-                log.warning("could not post event for %s/%s", rec.namespace, rec.name)
+            self.events.submit(rec.ref(), new.phase.value, text, "Warning" if warn else "Normal")
+
+    async def _post_event(self, obj: dict[str, Any], reason: str, message: str,
+                          type_: str) -> None:
+        await self.kube.event(obj, reason, message, type_)
 
     # ------------------------------------------------------------------ start
 

@@ -23,6 +23,7 @@ from hpchub_launch.app import can_bind, ephemeral_ports
 from hpchub_operator.callback import server_token
 
 from .fixtures_launcher import (
+    LAUNCHER,
     OPERATOR_SRC,
     REPORT_TIMEOUT,
     SECRET,
@@ -47,7 +48,7 @@ async def test_jupyterlab_reports_its_port_and_stops_on_sigterm(
     async with running(callback_operator, alice_home) as run:
         report = await next_report(callback_operator.reports[run.uid], run, REPORT_TIMEOUT)
         assert report.failure is None, report.failure
-        assert run.uid in callback_operator.started  # the job-started hint (from a thread)
+        assert run.uid not in callback_operator.started  # the job script sends the hint
         assert report.port is not None and 20000 <= report.port <= 60000
         base = f"http://127.0.0.1:{report.port}"
 
@@ -83,6 +84,21 @@ async def test_jupyterlab_reports_its_port_and_stops_on_sigterm(
         await eventually(lambda: not run.processes(), 10, "every launched process to exit")
         assert "HPCHUB_CALLBACK_TOKEN" not in run.log() and SECRET.hex() not in run.log()
         assert server_token(SECRET, run.uid) not in run.log()
+
+
+async def test_report_started_sends_the_hint_and_exits(
+    callback_operator: Operator, alice_home: Path
+) -> None:
+    async with running(callback_operator, alice_home,
+                       [str(LAUNCHER), "--report-started"]) as run:
+        code = await asyncio.wait_for(run.proc.wait(), 30)
+        assert code == 0, run.log()
+        assert run.uid in callback_operator.started
+        assert callback_operator.reports[run.uid].empty()  # a hint, not a port or failure
+    # Without the callback settings there is nothing to report to: a configuration error.
+    async with running(callback_operator, alice_home, [str(LAUNCHER), "--report-started"],
+                       HPCHUB_CALLBACK_URL="") as run:
+        assert await asyncio.wait_for(run.proc.wait(), 30) == 2, run.log()
 
 
 async def test_missing_working_directory_is_reported_at_once(

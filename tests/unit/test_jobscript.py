@@ -100,6 +100,7 @@ def build(server: JupyterServerSpec | None = None, hpc: HPCClusterSpec | None = 
 
 FAKE_TOOL = """#!/bin/bash
 # Record this call's argv (NUL-separated) and working directory in its own file.
+if [ "${1:-}" = --report-started ]; then sleep "${HINT_DELAY:-0}"; fi
 n=$(date +%s%N)
 printf '%s\\0' "${0##*/}" "$PWD" "$@" > "$CALLS/$n-$$"
 if [ "${0##*/}" = conda ] && [ "${1:-}" = shell.bash ]; then exit 0; fi
@@ -127,6 +128,8 @@ class Runner:
         for d in (self.home / "proj", self.work / "a b"):
             d.mkdir(parents=True)
         self.pwned = root / "pwned"
+        self.hints: list[list[str]] = []
+        """The ``hpchub-launch --report-started`` calls of the last run."""
 
     def syntax_ok(self, script: str) -> bool:
         """``bash -n``: the script parses."""
@@ -134,9 +137,10 @@ class Runner:
                              check=False)
         return res.returncode == 0
 
-    def run(self, script: str, tools: tuple[str, ...] = ("module", "conda", "hpchub-launch")
-            ) -> tuple[int, list[list[str]]]:
-        """Run the script (without the login-shell flag); return (status, calls)."""
+    def run(self, script: str, tools: tuple[str, ...] = ("module", "conda", "hpchub-launch"),
+            hint_delay: float = 0) -> tuple[int, list[list[str]]]:
+        """Run the script (without the login-shell flag); return (status, calls). The start
+        hint takes ``hint_delay`` seconds before it is recorded."""
         calls = self.root / "calls"
         calls.mkdir(exist_ok=True)
         for old in calls.iterdir():
@@ -150,12 +154,30 @@ class Runner:
         script_path = self.root / "job.sh"
         script_path.write_text(script)
         env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(self.home),
-               "WORK": str(self.work), "CALLS": str(calls), "PWNED": str(self.pwned)}
-        res = subprocess.run(["bash", str(script_path)], env=env, cwd=self.root,
-                             capture_output=True, check=False, timeout=30)
+               "WORK": str(self.work), "CALLS": str(calls), "PWNED": str(self.pwned),
+               "HINT_DELAY": str(hint_delay)}
+        # Every process the script starts inherits this pipe's write end (the script's own
+        # redirections move only 1 and 2): EOF means the background hint has finished too.
+        done_r, done_w = os.pipe()
+        try:
+            res = subprocess.run(["bash", str(script_path)], env=env, cwd=self.root,
+                                 capture_output=True, check=False, timeout=30,
+                                 pass_fds=(done_w,))
+            os.close(done_w)
+            done_w = -1
+            with os.fdopen(done_r, "rb") as done:
+                done_r = -1
+                done.read()
+        finally:
+            for fd in (done_r, done_w):
+                if fd >= 0:
+                    os.close(fd)
         found = []
+        self.hints = []
         for path in sorted(calls.iterdir()):
-            found.append(path.read_bytes().decode().split("\0")[:-1])
+            call = path.read_bytes().decode().split("\0")[:-1]
+            # The start hint runs in the background: kept apart, its order is not fixed.
+            (self.hints if call[2:] == ["--report-started"] else found).append(call)
         return res.returncode, found
 
 
@@ -427,6 +449,34 @@ def test_rendered_script_runs_modules_conda_cd_launcher(runner: Runner) -> None:
                                       ["shell.bash", "hook"],
                                       ["activate", "/opt/conda/envs/ml-2.1"], []]
     assert calls[-1][:2] == ["hpchub-launch", str(runner.work / "a-b")]
+
+
+def test_start_hint_goes_out_at_once_and_nothing_waits_for_it(runner: Runner) -> None:
+    """The hint is the script's first call, made in the background: a slow one (an operator
+    far away) delays neither the modules nor the launcher."""
+    script = jobscript.render_script(spec(environment=env_spec(modules=["gcc/12.2"])),
+                                     cluster())
+    hint_at = script.index("\nhpchub_report_started &\n")
+    assert hint_at < script.index('module load "${hpchub_module}"')
+
+    status, calls = runner.run(script, hint_delay=1.0)
+
+    assert status == 0
+    assert [c[0] for c in calls] == ["module", "hpchub-launch"]
+    assert runner.hints == [["hpchub-launch", str(runner.root), "--report-started"]]
+    # Call files are named by the time they were written: the hint's came last.
+    names = sorted(p.name for p in (runner.root / "calls").iterdir())
+    hint_file = (runner.root / "calls" / names[-1]).read_bytes().split(b"\0")
+    assert hint_file[2] == b"--report-started"
+
+
+def test_start_hint_is_sent_even_when_the_environment_then_fails(runner: Runner) -> None:
+    script = jobscript.render_script(spec(environment=env_spec(conda_env="ml")), cluster())
+
+    _status, calls = runner.run(script, tools=("module", "hpchub-launch"))
+
+    assert len(runner.hints) == 1
+    assert calls[-1][2:3] == ["--report-failure"]
 
 
 @pytest.mark.parametrize(("workdir", "expected"), [
