@@ -46,6 +46,9 @@ def table_rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
              " / ".join(f"{(result.get('latency_legs') or {}).get(k, {}).get('median') or 0:.2f}"
                         for k in ("allocate_to_launch", "launch_to_operator",
                                   "operator_to_watch")), "", ""),
+            ("S4 legs p95 (hinted starts): script -> hint / hint -> status, s",
+             " / ".join(f"{(result.get('latency_legs') or {}).get(k, {}).get('p95') or 0:.2f}"
+                        for k in ("launch_to_hint", "hint_to_status")), "", ""),
             ("S4 phases: create queued / start running / delete all, s",
              " / ".join(f"{result['seconds'][k]:.0f}" for k in
                         ("create_queued", "start_running", "delete_all")), "", ""),

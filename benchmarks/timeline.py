@@ -26,6 +26,10 @@ _SLURMD = re.compile(r"^\[(\S+)\] Launching batch job (\d+)\b")
 _OPERATOR = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO hpchub\.reconciler: "
                        r"(\S+)/(\S+): (\w+) -> (\w+)\b")
 
+_CALLBACK = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) INFO hpchub_operator\.callback: "
+                       r"server (\S+) reported (its start|port|a failure)\b")
+_REPORT_KINDS = {"its start": "started", "port": "port", "a failure": "failure"}
+
 
 def _iso(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").timestamp()
@@ -63,6 +67,18 @@ def phase_changes(operator_log: Path) -> dict[str, dict[str, float]]:
         if m:
             when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
             out.setdefault(m.group(3), {}).setdefault(m.group(5), when)
+    return out
+
+
+def callback_reports(operator_log: Path) -> dict[str, dict[str, float]]:
+    """{JupyterServer uid: {"started" | "port" | "failure": epoch seconds}}: when the
+    operator accepted each launcher report (the first of each kind)."""
+    out: dict[str, dict[str, float]] = {}
+    for line in _lines(operator_log):
+        m = _CALLBACK.match(line)
+        if m:
+            when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            out.setdefault(m.group(2), {}).setdefault(_REPORT_KINDS[m.group(3)], when)
     return out
 
 

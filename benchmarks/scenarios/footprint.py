@@ -23,7 +23,7 @@ from ..stack import (
     phases,
     wait_phases,
 )
-from ..timeline import phase_changes, slurm_events
+from ..timeline import callback_reports, phase_changes, slurm_events
 from ..watch import ServerWatch
 
 SIZES = {"quick": (100, 30, 60.0), "full": (1000, 300, 600.0)}
@@ -66,13 +66,16 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         samples = sampler.stop()
     final = phases(stack.admin)
     latencies, missing = [], 0
-    # allocate -> slurmd starts the script -> the operator writes the status (its log line,
-    # written right after the patch) -> the watch sees it.
+    # allocate -> slurmd starts the script -> the operator has its start hint -> the
+    # operator writes the status (its log line, written right after the patch) -> the watch
+    # sees it. Servers whose status a poll wrote before the hint came have no hint leg.
     legs: dict[str, list[float]] = {"allocate_to_launch": [], "launch_to_operator": [],
+                                    "launch_to_hint": [], "hint_to_status": [],
                                     "operator_to_watch": []}
     by_name = {n: u for u, n in watch.names.items()}
     slurm = slurm_events(stack.slurm.root / "log")
     marks = phase_changes(stack.operator.log_path)
+    hints = callback_reports(stack.operator.log_path)
     for name in run_names:
         uid = by_name.get(name)
         seen = watch.first_seen.get(uid or "", {})
@@ -89,6 +92,10 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
             legs["allocate_to_launch"].append(ev["launch"] - ref_t)
             legs["launch_to_operator"].append(op_t - ev["launch"])
             legs["operator_to_watch"].append(cr_t - op_t)
+            hint_t = hints.get(uid or "", {}).get("started")
+            if hint_t is not None and hint_t <= op_t:
+                legs["launch_to_hint"].append(hint_t - ev["launch"])
+                legs["hint_to_status"].append(op_t - hint_t)
     to_queued = [watch.first_seen[by_name[n]]["Queued"] - created_at[n]
                  for n in queued_names if n in by_name
                  and "Queued" in watch.first_seen.get(by_name[n], {})]

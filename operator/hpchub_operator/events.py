@@ -11,6 +11,7 @@ rather than grow without bound while the API server is away.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import zlib
 from collections.abc import Awaitable, Callable
@@ -19,8 +20,8 @@ from typing import Any
 
 log = logging.getLogger("hpchub.events")
 
-Post = Callable[[dict[str, Any], str, str, str], Awaitable[None]]
-"""Posts one Event: (object, reason, message, type)."""
+Post = Callable[[dict[str, Any], str, str, str, dt.datetime], Awaitable[None]]
+"""Posts one Event: (object, reason, message, type, when it happened)."""
 
 LANES = 4
 CAPACITY = 2000
@@ -35,6 +36,7 @@ class _Event:
     reason: str
     message: str
     type_: str
+    at: dt.datetime
 
 
 class EventLanes:
@@ -51,7 +53,8 @@ class EventLanes:
 
     def submit(self, obj: dict[str, Any], reason: str, message: str,
                type_: str = "Normal") -> None:
-        """Queue an Event about ``obj``; returns at once (call from the event loop)."""
+        """Queue an Event about ``obj``, stamped now; returns at once (call from the event
+        loop)."""
         if self._closed:
             return
         if not self._tasks:
@@ -60,7 +63,7 @@ class EventLanes:
         uid = str(obj.get("metadata", {}).get("uid") or obj.get("metadata", {}).get("name"))
         queue = self._queues[zlib.crc32(uid.encode()) % len(self._queues)]
         try:
-            queue.put_nowait(_Event(obj, reason, message, type_))
+            queue.put_nowait(_Event(obj, reason, message, type_, dt.datetime.now(dt.UTC)))
         except asyncio.QueueFull:
             self._on_drop()
             log.warning("event %s for %s dropped: %d events already wait", reason,
@@ -70,7 +73,7 @@ class EventLanes:
         while True:
             ev = await queue.get()
             try:
-                await self._post(ev.obj, ev.reason, ev.message, ev.type_)
+                await self._post(ev.obj, ev.reason, ev.message, ev.type_, ev.at)
             except Exception as exc:  # an Event is information, never a reason to stop
                 log.warning("could not post event %s for %s: %s", ev.reason,
                             ev.obj.get("metadata", {}).get("name"), exc)

@@ -65,10 +65,11 @@ class KubeGateway:
         return obj
 
     async def event(self, obj: dict[str, Any], reason: str, message: str,
-                    type_: str = "Normal") -> None:
-        """Post a Kubernetes Event about ``obj`` (best effort is the caller's choice)."""
+                    type_: str = "Normal", at: dt.datetime | None = None) -> None:
+        """Post a Kubernetes Event about ``obj``, which happened ``at`` (default: now; best
+        effort is the caller's choice)."""
         meta = obj["metadata"]
-        now = dt.datetime.now(dt.UTC)
+        now = at or dt.datetime.now(dt.UTC)
         ns = meta.get("namespace") or "default"
         body = client.CoreV1Event(
             metadata=client.V1ObjectMeta(generate_name=f"{meta['name']}.", namespace=ns),

@@ -100,8 +100,8 @@ class Reconciler:
             self.events.submit(rec.ref(), new.phase.value, text, "Warning" if warn else "Normal")
 
     async def _post_event(self, obj: dict[str, Any], reason: str, message: str,
-                          type_: str) -> None:
-        await self.kube.event(obj, reason, message, type_)
+                          type_: str, at: dt.datetime) -> None:
+        await self.kube.event(obj, reason, message, type_, at)
 
     # ------------------------------------------------------------------ start
 

@@ -23,6 +23,10 @@ OPERATOR = """\
 2026-11-26 18:44:03,302 INFO hpchub.reconciler: default/load-10-0: Submitted -> Starting (Starting)
 2026-11-26 18:44:03,444 INFO hpchub.reconciler: default/load-10-0: Starting -> Running (Ready)
 2026-11-26 18:44:09,000 INFO hpchub.reconciler: default/load-10-0: Running -> Running (Ready)
+2026-11-26 18:44:02,901 INFO hpchub_operator.callback: server uid-first reported its start
+2026-11-26 18:44:03,400 INFO hpchub_operator.callback: server uid-first reported port 24161
+2026-11-26 18:44:04,000 INFO hpchub_operator.callback: server uid-first reported its start
+2026-11-26 18:44:05,000 INFO hpchub_operator.callback: server uid-other reported a failure
 """
 
 
@@ -61,6 +65,16 @@ def test_attach_splits_a_spawn_around_slurm(logs: Path) -> None:
     assert r["running_to_200_s"] == pytest.approx(0.556, abs=1e-4)
     assert runs[1]["slurm_queue_s"] is None and runs[1]["to_submit_s"] is None
     assert "running_to_200_s" not in runs[1]
+
+
+def test_callback_reports_by_uid_first_of_each_kind(logs: Path) -> None:
+    reports = timeline.callback_reports(logs / "operator.log")
+
+    assert reports == {
+        "uid-first": {"started": at("2026-11-26 18:44:02.901"),
+                                                 "port": at("2026-11-26 18:44:03.400")},
+        "uid-other": {"failure": at("2026-11-26 18:44:05.000")},
+    }
 
 
 def test_missing_logs_give_no_events(tmp_path: Path) -> None:

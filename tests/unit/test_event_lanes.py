@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import pytest
@@ -20,14 +21,17 @@ class Poster:
     def __init__(self) -> None:
         self.posted: list[tuple[str, str]] = []
         self.gate: asyncio.Event | None = None
+        self.stamps: list[dt.datetime] = []
 
-    async def __call__(self, o: dict[str, Any], reason: str, message: str, type_: str) -> None:
+    async def __call__(self, o: dict[str, Any], reason: str, message: str, type_: str,
+                       at: dt.datetime) -> None:
         if self.gate is not None:
             await self.gate.wait()
         await asyncio.sleep(0)
         if reason == "bad":
             raise RuntimeError("API server said no")
         self.posted.append((o["metadata"]["name"], reason))
+        self.stamps.append(at)
 
 
 async def test_submit_returns_before_the_post_and_order_is_kept_per_object() -> None:
@@ -38,8 +42,11 @@ async def test_submit_returns_before_the_post_and_order_is_kept_per_object() -> 
         for name in ("a", "b", "c", "d"):
             lanes.submit(obj(name), reason, reason)
     assert poster.posted == []  # nothing waited for the API server
+    queued_by = dt.datetime.now(dt.UTC)
+    await asyncio.sleep(0.05)
     poster.gate.set()
     await lanes.drain()
+    assert all(at <= queued_by for at in poster.stamps)  # stamped when it happened
     for name in ("a", "b", "c", "d"):
         assert [r for n, r in poster.posted if n == name] == [
             "Submitted", "Queued", "Starting", "Running"]
