@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import importlib
 import os
@@ -10,6 +11,7 @@ import platform
 import sys
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,16 @@ SCENARIOS = {1: "scheduler_load", 2: "spawn", 3: "burst", 4: "footprint", 5: "pr
 ORDER = (5, 1, 4, 2, 3)
 CPUS = {"quick": 64, "full": 400}
 """Slurm node CPUs (overcommitted: jobs are 1 CPU each, mostly idle)."""
+
+
+@contextlib.contextmanager
+def _logs_kept(stack: Any, dest: Path) -> Iterator[None]:
+    """Copy the daemons' logs to ``dest`` however the run ends (Ctrl-C, a crash)."""
+    try:
+        yield
+    finally:
+        save_logs(stack, dest)
+        log(f"logs kept in {dest}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.monotonic()
     results: list[dict[str, Any]] = []
     failures: list[str] = []
-    with bring_up(CPUS[args.mode]) as stack:
+    with bring_up(CPUS[args.mode]) as stack, _logs_kept(stack, args.out / "logs"):
         for number in wanted:
             module = importlib.import_module(f".scenarios.{SCENARIOS[number]}", __package__)
             t0 = time.monotonic()
@@ -54,7 +66,6 @@ def main(argv: list[str] | None = None) -> int:
             res["elapsed_s"] = time.monotonic() - t0
             log(f"scenario {number} done in {res['elapsed_s']:.0f}s")
             results.append(res)
-        save_logs(stack, args.out / "logs")
     meta = {"mode": args.mode, "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "machine": f"{platform.node()} {platform.platform()} cpus={os.cpu_count()}",
             "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),

@@ -146,7 +146,9 @@ def save_logs(stack: Stack, dest: Path) -> None:
     """Copy the operator's and Slurm's logs (what the figures' timelines are read from) to
     ``dest`` before the stack and its directory go."""
     dest.mkdir(parents=True, exist_ok=True)
-    sources = [stack.operator.log_path, *sorted((stack.slurm.root / "log").glob("*.log"))]
+    slurm_logs = stack.slurm.root / "log"
+    sources = [stack.operator.log_path, *sorted(slurm_logs.glob("*.log")),
+               *sorted(slurm_logs.glob("*.stderr"))]
     for src in sources:
         with contextlib.suppress(OSError):
             shutil.copy2(src, dest / src.name)
@@ -182,11 +184,17 @@ def failure_messages(admin: KubeClient, names: list[str]) -> dict[str, str]:
     return out
 
 
-def wait_phases(admin: KubeClient, names: list[str], want: set[str], timeout: float
+def wait_phases(stack: Stack, names: list[str], want: set[str], timeout: float
                 ) -> dict[str, str]:
-    """Poll until every named server is in one of ``want``; raise with the stragglers."""
+    """Poll until every named server is in one of ``want``; raise with the stragglers, or
+    at once when a Slurm daemon has died (nothing would change any more)."""
+    admin = stack.admin
     deadline = time.monotonic() + timeout
     while True:
+        dead = stack.slurm.exited()
+        if dead:
+            raise RuntimeError(f"Slurm daemons ended (exit status): {dead}; see "
+                               "logs/*.stderr")
         now = phases(admin)
         late = {n: now.get(n, "?") for n in names if now.get(n) not in want}
         if not late:

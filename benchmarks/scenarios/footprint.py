@@ -49,13 +49,13 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         for name in queued_names:
             created_at[name] = time.time()
             create_servers(stack.admin, [name], "mini", partition="hold")
-        wait_phases(stack.admin, queued_names, {"Queued"}, timeout=120 + total)
+        wait_phases(stack, queued_names, {"Queued"}, timeout=120 + total)
         t_queued = time.monotonic()
         log(f"scenario 4: queued in {t_queued - t0:.0f}s; creating {running} running servers")
         for name in run_names:
             created_at[name] = time.time()
             create_servers(stack.admin, [name], "mini")
-        wait_phases(stack.admin, run_names, {"Running"}, timeout=180 + 3 * running)
+        wait_phases(stack, run_names, {"Running"}, timeout=180 + 3 * running)
         t_busy_end = time.monotonic()
         log(f"scenario 4: {running} running after {t_busy_end - t_queued:.0f}s; "
             f"idle hold {hold_s:.0f}s")

@@ -57,7 +57,7 @@ def run_hpchub(stack: Stack, n: int, windows: int) -> dict[str, Any]:
     names = [f"load-{n}-{i}" for i in range(n)]
     began = time.monotonic()
     create_servers(stack.admin, names, cluster)
-    wait_phases(stack.admin, names, {"Running"}, timeout=120 + 10 * n)
+    wait_phases(stack, names, {"Running"}, timeout=120 + 10 * n)
     log(f"  hpchub: {n} servers Running in {time.monotonic() - began:.0f}s; holding")
     time.sleep(16)  # let the poller drop from the fast (starting) to the slow interval
     result = {"app": "minimal", "windows":

@@ -39,6 +39,11 @@ TOKEN_KEY = "token"  # noqa: S105 - a Secret key name, not a secret
 CANCEL_RESEND_SECONDS = 30.0
 """A deleted server's job is cancelled once, then again only if it is still alive after
 this long (scancel is idempotent; a burst of deletions must not resend it every second)."""
+FINALIZE_WAIT_SECONDS = 30.0
+"""How long a deletion waits in its handler for Slurm to end the job, looking once a
+second, before it hands back to kopf (whose every retry writes the object: a webhook call
+and a watch event, times every server of a mass deletion)."""
+FINALIZE_RECHECK_SECONDS = 1.0
 
 
 class RetryLater(Exception):
@@ -313,9 +318,25 @@ class Reconciler:
                 return
             raise RetryLater(f"cannot confirm that job {rec.status.job_id} is gone: "
                              f"{problem}", 30)
+        deadline = time.monotonic() + FINALIZE_WAIT_SECONDS
+        looked = 0.0
+        while (live := await self._end_for_deletion(rec, rt, looked)) is not None:
+            if time.monotonic() >= deadline:
+                raise RetryLater(f"waiting for Slurm to end job {live}", 1.0)
+            looked = time.monotonic()
+            await asyncio.sleep(FINALIZE_RECHECK_SECONDS)
+        self.registry.forget(rec.uid)
+
+    async def _end_for_deletion(self, rec: ServerRecord, rt: ClusterRuntime,
+                                looked: float) -> str | None:
+        """One look at Slurm for a deleted server, in a listing begun after ``looked``
+        (monotonic) and after our last cancel: cancel its live job (again only after
+        CANCEL_RESEND_SECONDS), say Stopping; the id of a job still alive, else None."""
+        assert rec.spec is not None
         async with rec.lock:
-            try:  # a listing that started after our last cancel (the poller's, often)
-                newer = max(self.started_at, rec.submit_attempted_at, rec.cancel_sent_at)
+            try:  # a listing shared with every other caller (the poller's, often)
+                newer = max(self.started_at, rec.submit_attempted_at, rec.cancel_sent_at,
+                            looked)
                 jobs = await self.list_jobs(rt, rec.spec.target, newer_than=newer)
             except RetryLater as exc:
                 never_submitted = rec.status.job_id is None and rec.status.phase.final
@@ -326,12 +347,12 @@ class Reconciler:
             if mine and time.monotonic() - rec.cancel_sent_at > CANCEL_RESEND_SECONDS:
                 for job in mine:
                     await self._cancel(rec, job.job_id)  # sets rec.cancel_sent_at
-            if mine:
-                if not rec.status.phase.final:
-                    await self.write(rec, lifecycle.stop_requested(
-                        rec.status, utcnow(), "Deleted").status)
-                raise RetryLater(f"waiting for Slurm to end job {mine[0].job_id}", 1.0)
-        self.registry.forget(rec.uid)
+            if not mine:
+                return None
+            if not rec.status.phase.final:
+                await self.write(rec, lifecycle.stop_requested(
+                    rec.status, utcnow(), "Deleted").status)
+            return mine[0].job_id
 
     # ------------------------------------------------------------------ polling
 

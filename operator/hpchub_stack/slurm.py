@@ -518,6 +518,12 @@ class SlurmCluster:
         pings = body.get("pings") or []
         return status == 200 and bool(pings) and pings[0].get("ping") == "UP"
 
+    def exited(self) -> dict[str, int | None]:
+        """Daemons of this cluster that have ended on their own: name -> exit status (a
+        crash shows as a negative signal number; the reason is in log/<name>.stderr)."""
+        return {name: proc.proc.poll() for name, proc in self._procs.items()
+                if proc.proc is not None and not proc.running}
+
     def _proc_running(self, name: str) -> bool:
         proc = self._procs.get(name)
         return proc is not None and proc.running

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from hpchub_api import constants as c
 from hpchub_api.models import HPCClusterSpec
+from hpchub_operator import reconciler
 from hpchub_operator.backends.base import JobInfo, JobState
 from hpchub_operator.clusters import ClusterRuntime
 from hpchub_operator.metrics import Metrics
-from hpchub_operator.reconciler import Reconciler
+from hpchub_operator.reconciler import Reconciler, RetryLater
 from hpchub_operator.registry import ServerRegistry
 from hpchub_operator.settings import OperatorSettings
 
@@ -91,3 +94,39 @@ async def test_a_completing_job_is_waited_for_not_cancelled() -> None:
     rc, backend, (rt, rec) = _setup("Stopped", [job("COMPLETING")])
     await rc.poll(rt)
     assert backend.cancelled == [] and not rec.end_confirmed
+
+
+class EndingBackend(Backend):
+    """Shows the job alive for the first ``alive_for`` listings, then cancelled."""
+
+    def __init__(self, alive_for: int) -> None:
+        super().__init__([job("RUNNING")])
+        self.alive_for = alive_for
+
+    async def jobs(self, prefix: str) -> dict[str, JobInfo]:
+        listed = await super().jobs(prefix)
+        return listed if self.listings <= self.alive_for else {"42": job("CANCELLED")}
+
+
+async def test_a_deletion_waits_for_slurm_in_its_handler(monkeypatch: Any) -> None:
+    """No kopf retry (each one writes the object) while Slurm ends the job within the wait."""
+    monkeypatch.setattr(reconciler, "FINALIZE_RECHECK_SECONDS", 0.01)
+    rc, _, (rt, rec) = _setup("Stopped", [])
+    rt.backend = backend = EndingBackend(alive_for=3)  # type: ignore[assignment]
+
+    await rc.finalize(rec)
+
+    assert backend.cancelled == [("42", "alice")] and backend.listings == 4
+    assert rc.registry.get(UID) is None
+
+
+async def test_a_deletion_hands_back_to_kopf_after_its_wait(monkeypatch: Any) -> None:
+    monkeypatch.setattr(reconciler, "FINALIZE_RECHECK_SECONDS", 0.01)
+    monkeypatch.setattr(reconciler, "FINALIZE_WAIT_SECONDS", 0.05)
+    rc, backend, (_rt, rec) = _setup("Stopped", [job("RUNNING")])
+
+    with pytest.raises(RetryLater, match="waiting for Slurm to end job 42"):
+        await rc.finalize(rec)
+
+    assert backend.cancelled == [("42", "alice")]  # once: the resend waits 30 s
+    assert backend.listings >= 2 and rc.registry.get(UID) is rec
