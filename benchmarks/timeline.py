@@ -71,8 +71,8 @@ def phase_changes(operator_log: Path) -> dict[str, dict[str, float]]:
 
 
 def callback_reports(operator_log: Path) -> dict[str, dict[str, float]]:
-    """{JupyterServer uid: {"started" | "port" | "failure": epoch seconds}}: when the
-    operator accepted each launcher report (the first of each kind)."""
+    """{JupyterServer uid: {"started" | "port" | "failure": epoch seconds}}: when each
+    launcher report reached the operator (logged on arrival; the first of each kind)."""
     out: dict[str, dict[str, float]] = {}
     for line in _lines(operator_log):
         m = _CALLBACK.match(line)

@@ -66,7 +66,7 @@ def run(stack: Stack, mode: str) -> dict[str, Any]:
         samples = sampler.stop()
     final = phases(stack.admin)
     latencies, missing = [], 0
-    # allocate -> slurmd starts the script -> the operator has its start hint -> the
+    # allocate -> slurmd starts the script -> the start hint reaches the operator -> the
     # operator writes the status (its log line, written right after the patch) -> the watch
     # sees it. Servers whose status a poll wrote before the hint came have no hint leg.
     legs: dict[str, list[float]] = {"allocate_to_launch": [], "launch_to_operator": [],

@@ -125,14 +125,15 @@ class CallbackServer:
         self._authenticate(request, uid)
         ports = await self._allowed_ports(uid)
         report = parse_report(await _read_body(request), ports)
+        # Logged on arrival: what follows (a Slurm query, a status write) takes its time.
+        text = {"port": f"port {report.port}", "failure": "a failure", "started": "its start"}
+        log.info("server %s reported %s", uid, text[report.kind])
         try:
             await self._on_report(uid, report)
         except Exception:
             log.exception("could not record the report of server %s", uid)
             return _unavailable()
         self.reports.labels(kind=report.kind).inc()
-        text = {"port": f"port {report.port}", "failure": "a failure", "started": "its start"}
-        log.info("server %s reported %s", uid, text[report.kind])
         return web.json_response({"status": "accepted"})
 
     def _authenticate(self, request: web.Request, uid: str) -> None:
