@@ -36,7 +36,12 @@ class OperatorProcess:
 
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
+        # The operator's temporary files (the webhook's TLS key among them) go below the
+        # stack's root, which goes with the stack: a killed operator runs no atexit.
+        tmp = self.root / "operator-tmp"
+        tmp.mkdir(mode=0o700, exist_ok=True)
         env.update({
+            "TMPDIR": str(tmp),
             "KUBECONFIG": str(self.kubeconfig),
             "HPCHUB_CALLBACK_HOST": "127.0.0.1",
             "HPCHUB_CALLBACK_PORT": str(self.callback_port),

@@ -159,6 +159,9 @@ def test_sigkill_after_submission_adopts_single_job(operator: OperatorProcess,
         kube_admin.wait_for(lambda: bool(slurm_jobs(slurm, uid)), 60, "job submitted")
         operator.kill()
         assert "jobId" not in (get_server(kube_admin, "lab-crash").get("status") or {})
+        # A killed operator cleans nothing up: its webhook key is below the stack's root
+        # (removed with the stack), not left in /tmp.
+        assert list((operator.root / "operator-tmp").glob("hpchub-webhook-*/tls.key"))
     finally:
         _set_status_rights(kube_admin, allowed=True)
     operator.start()
