@@ -322,6 +322,7 @@ class SlurmCluster:
             argv=["slurmctld", "-D", "-f", str(self.conf_path)],
             log_path=self.root / "log" / "slurmctld.stderr",
             env=self.command_env(),
+            cwd=self.root,  # a crash's core file stays with the stack, not the caller's cwd
             ready=self._controller_up,
             ready_timeout=60,
         )
@@ -477,6 +478,7 @@ class SlurmCluster:
             argv=["slurmd", "-D", "-f", str(self.conf_path), "-N", self.nodename],
             log_path=self.root / "log" / "slurmd.stderr",
             env=self.command_env(),
+            cwd=self.root,  # a crash's core file stays with the stack, not the caller's cwd
             ready=lambda: self.node_state() == "idle",
             ready_timeout=60,
         )
