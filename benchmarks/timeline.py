@@ -35,6 +35,11 @@ def _iso(stamp: str) -> float:
     return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%f").timestamp()
 
 
+def _logged(stamp: str) -> float:
+    """Epoch seconds of an operator log line's ``YYYY-mm-dd HH:MM:SS,mmm`` stamp."""
+    return datetime.strptime(stamp, "%Y-%m-%d %H:%M:%S,%f").timestamp()
+
+
 def _lines(path: Path) -> list[str]:
     try:
         return path.read_text(errors="replace").splitlines()
@@ -65,7 +70,7 @@ def phase_changes(operator_log: Path) -> dict[str, dict[str, float]]:
     for line in _lines(operator_log):
         m = _OPERATOR.match(line)
         if m:
-            when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            when = _logged(m.group(1))
             out.setdefault(m.group(3), {}).setdefault(m.group(5), when)
     return out
 
@@ -77,7 +82,7 @@ def callback_reports(operator_log: Path) -> dict[str, dict[str, float]]:
     for line in _lines(operator_log):
         m = _CALLBACK.match(line)
         if m:
-            when = datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            when = _logged(m.group(1))
             out.setdefault(m.group(2), {}).setdefault(_REPORT_KINDS[m.group(3)], when)
     return out
 

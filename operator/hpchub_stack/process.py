@@ -204,9 +204,8 @@ def stop_strays(*environ_entries: str, grace: float = 5.0) -> list[int]:
         if all(w in env for w in wanted):
             found.append(int(entry.name))
     _signal_pids(found, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and any(_alive(pid) for pid in found):
-        time.sleep(0.1)
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not any(_alive(pid) for pid in found), grace, what="strays")
     _signal_pids(found, signal.SIGKILL)
     return found
 
